@@ -1,0 +1,310 @@
+"""The serial console: a reader thread turning bytes into timestamped lines, and expect().
+
+Each line carries the host time of its first byte relative to t0 (grabserial
+semantics). A partial line (a prompt with no newline) is visible to ``expect`` as
+soon as its bytes arrive. Memory stays bounded under a flood: the unconsumed text
+and the retained lines are capped, and what was dropped is counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import GuestPanic, VMError
+
+Pattern = str | re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class Line:
+    """One console line: ``t`` is seconds from t0 to its first byte."""
+
+    t: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Match:
+    """A successful expect: which pattern, the match, the text before it, and when."""
+
+    index: int
+    match: re.Match[str]
+    before: str
+    t: float
+    dropped: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.match.group(0)
+
+
+def _compile(p: Pattern) -> re.Pattern[str]:
+    return p if isinstance(p, re.Pattern) else re.compile(p, re.MULTILINE)
+
+
+class Console:
+    """A chardev socket attached to the guest's first serial port."""
+
+    # Patterns are searched again over this many characters before the new data, so
+    # a match split across two reads is still found without rescanning everything.
+    OVERLAP = 4096
+
+    def __init__(
+        self,
+        sock_path: Path,
+        log_path: Path,
+        *,
+        max_pending: int = 8 << 20,
+        max_lines: int = 20000,
+        head_lines: int = 5000,
+    ) -> None:
+        self.sock_path = sock_path
+        self.log_path = log_path
+        self.t0 = time.monotonic()
+        self._sock: socket.socket | None = None
+        self._log: BinaryIO | None = None
+        self._cond = threading.Condition()
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""  # decoded text not yet consumed by expect
+        self._pending_base = 0  # absolute stream offset of _pending[0]
+        self._total = 0  # absolute stream offset of the end of the text
+        self._scanned = 0  # absolute offset up to which patterns have been searched
+        self._line_starts: deque[tuple[int, float]] = deque(maxlen=max_lines)
+        self._max_pending = max_pending
+        self._dropped = 0
+        self._lines: deque[Line] = deque(maxlen=max_lines)
+        self._head: list[Line] = []
+        self._head_max = head_lines
+        self._partial: list[str] = []
+        self._partial_t: float | None = None
+        self._eof = False
+        self._eof_reason = ""
+        self._thread: threading.Thread | None = None
+        self.listeners: list[Callable[[Line], None]] = []
+        self.bytes_received = 0
+
+    # -- connection -------------------------------------------------------
+    def connect(self, timeout: float = 10.0, alive: Callable[[], bool] | None = None) -> None:
+        """Connect to QEMU's listening chardev socket and start the reader thread."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(self.sock_path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+                if alive is not None and not alive():
+                    raise VMError("QEMU exited before its console socket was ready.", self.log_path) from None
+                if time.monotonic() > deadline:
+                    raise VMError(f"QEMU's console socket {self.sock_path} never appeared.", self.log_path) from None
+                time.sleep(0.01)
+        self._sock = s
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the console
+        self._thread = threading.Thread(target=self._reader, name=f"console:{self.log_path.name}", daemon=True)
+        self._thread.start()
+
+    def set_t0(self, t0: float) -> None:
+        """Set the boot's t0 (host monotonic time of QMP ``cont``)."""
+        self.t0 = t0
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- reading ----------------------------------------------------------
+    def _reader(self) -> None:
+        assert self._sock is not None
+        reason = "console closed"
+        try:
+            while True:
+                data = self._sock.recv(65536)
+                if not data:
+                    reason = "QEMU closed the console (the VM exited)"
+                    break
+                self._feed(data, time.monotonic())
+        except OSError as exc:
+            reason = f"console read failed: {exc}"
+        with self._cond:
+            self._eof = True
+            self._eof_reason = reason
+            self._cond.notify_all()
+
+    def _feed(self, data: bytes, now: float) -> None:
+        if self._log is not None:
+            try:
+                self._log.write(data)
+            except OSError:
+                pass  # a full disk must not stop the console; the error surfaces elsewhere
+        self.bytes_received += len(data)
+        text = self._decoder.decode(data)
+        t = now - self.t0
+        completed: list[Line] = []
+        with self._cond:
+            pos = 0
+            while pos < len(text):
+                if self._partial_t is None:
+                    self._partial_t = t
+                    self._line_starts.append((self._total + pos, t))
+                nl = text.find("\n", pos)
+                if nl < 0:
+                    self._partial.append(text[pos:])
+                    break
+                self._partial.append(text[pos:nl])
+                line = Line(self._partial_t, "".join(self._partial).rstrip("\r"))
+                self._partial = []
+                self._partial_t = None
+                completed.append(line)
+                pos = nl + 1
+            for line in completed:
+                self._lines.append(line)
+                if len(self._head) < self._head_max:
+                    self._head.append(line)
+            self._pending += text
+            self._total += len(text)
+            if len(self._pending) > self._max_pending:
+                cut = len(self._pending) - self._max_pending // 2
+                self._pending = self._pending[cut:]
+                self._pending_base += cut
+                self._dropped += cut
+            self._cond.notify_all()
+        for line in completed:
+            for listener in self.listeners:
+                listener(line)
+
+    def lines(self) -> list[Line]:
+        """The retained complete lines (the most recent ``max_lines``)."""
+        with self._cond:
+            return list(self._lines)
+
+    def head(self) -> list[Line]:
+        """The first lines since the console opened (the boot), never dropped."""
+        with self._cond:
+            return list(self._head)
+
+    def tail(self, n: int = 20) -> str:
+        """The last ``n`` lines plus any partial line, for error messages."""
+        with self._cond:
+            lines = [ln.text for ln in list(self._lines)[-n:]]
+            if self._partial:
+                lines.append("".join(self._partial))
+        return "\n".join(lines)
+
+    @property
+    def eof(self) -> bool:
+        return self._eof
+
+    def _time_at(self, offset: int) -> float:
+        starts = self._line_starts
+        if not starts:
+            return time.monotonic() - self.t0
+        i = bisect.bisect_right([s for s, _ in starts], offset) - 1
+        return starts[max(i, 0)][1]
+
+    def discard(self) -> None:
+        """Forget unconsumed text (before sending a command whose output matters)."""
+        with self._cond:
+            self._pending_base = self._total
+            self._pending = ""
+            self._scanned = self._total
+
+    def expect(
+        self,
+        patterns: Pattern | Sequence[Pattern],
+        timeout: float,
+        *,
+        fail_on: Iterable[Pattern] = (),
+        what: str = "",
+        alive: Callable[[], str | None] | None = None,
+    ) -> Match:
+        """Wait until one of ``patterns`` appears in the unconsumed console text.
+
+        On a match, text up to its end is consumed. A ``fail_on`` match raises
+        GuestPanic at once; ``alive`` returning a reason (QEMU exited, VM stopped)
+        raises VMError; the timeout raises TimeoutError with the last lines.
+        """
+        pats = [_compile(p) for p in ([patterns] if isinstance(patterns, (str, re.Pattern)) else patterns)]
+        fails = [_compile(p) for p in fail_on]
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                start = max(self._scanned - self.OVERLAP, self._pending_base) - self._pending_base
+                best: tuple[int, int, re.Match[str]] | None = None
+                for i, p in enumerate(pats):
+                    m = p.search(self._pending, start)
+                    if m and (best is None or m.start() < best[0]):
+                        best = (m.start(), i, m)
+                for p in fails:
+                    fm = p.search(self._pending, start)
+                    if fm and (best is None or fm.start() < best[0]):
+                        line_end = self._pending.find("\n", fm.end())
+                        context = self._pending[max(0, fm.start() - 2000) : line_end if line_end >= 0 else None]
+                        raise GuestPanic(
+                            f"The guest printed a failure pattern {p.pattern!r} while waiting for {what or 'output'}:\n"
+                            f"{context[-2000:]}\n",
+                            self.log_path,
+                        )
+                if best is not None:
+                    _, i, m = best
+                    before = self._pending[: m.start()]
+                    t = self._time_at(self._pending_base + m.start())
+                    dropped, self._dropped = self._dropped, 0
+                    cut = m.end()
+                    self._pending = self._pending[cut:]
+                    self._pending_base += cut
+                    self._scanned = self._pending_base
+                    return Match(i, m, before, t, dropped)
+                self._scanned = self._total
+                if self._eof:
+                    raise VMError(
+                        f"{self._eof_reason} while waiting for {what or [p.pattern for p in pats]}. "
+                        f"Last console lines:\n{self.tail()}\n",
+                        self.log_path,
+                    )
+                if alive is not None:
+                    reason = alive()
+                    if reason:
+                        raise VMError(
+                            f"{reason} while waiting for {what or [p.pattern for p in pats]}. "
+                            f"Last console lines:\n{self.tail()}\n",
+                            self.log_path,
+                        )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"No {what or [p.pattern for p in pats]} on the console within {timeout:.1f} s. "
+                        f"Last console lines:\n{self.tail()}\n"
+                    )
+                # Wake at least every 0.2 s so a dead QEMU is noticed while waiting.
+                self._cond.wait(min(remaining, 0.2) if alive else remaining)
+
+    # -- writing ----------------------------------------------------------
+    def write(self, data: str | bytes) -> None:
+        """Send bytes to the guest's serial port."""
+        if self._sock is None:
+            raise VMError("The console is not connected.", self.log_path)
+        raw = data.encode() if isinstance(data, str) else data
+        try:
+            self._sock.sendall(raw)
+        except OSError as exc:
+            raise VMError(f"Writing to the console failed ({exc}): QEMU is gone.", self.log_path) from None

@@ -1,0 +1,202 @@
+"""One QEMU process: command line, start paused, QMP + console, t0 at ``cont``, shutdown.
+
+Lifecycle modelled on QEMU's own ``python/qemu/machine``: launch with ``-S``, connect
+the monitor, resume, and on shutdown ask politely (QMP ``quit``), then SIGTERM, then
+SIGKILL. Disk images are never written: every drive is a qcow2 overlay in the VM's
+private state directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .accel import KVM_FAILURE_SIGNS
+from .console import Console
+from .errors import ConfigError, QemuNotFound, VMError
+from .profiles import ArchConfig
+from .qmp import QMP
+from .runtime import Runtime
+from .statedir import StateDir
+
+
+@dataclass
+class MachineSpec:
+    """Everything needed to start one VM; ``files`` fills the profile's placeholders."""
+
+    arch: str
+    config: ArchConfig
+    files: dict[str, Path]
+    accel: str = "tcg"
+    memory: int = 256
+    qemu_binary: str | None = None
+    boot_args: str = ""
+    qemu_args: tuple[str, ...] = ()
+    disks: dict[str, Path] = field(default_factory=dict)  # placeholder -> base image (overlaid)
+    network: bool = False
+
+
+def find_qemu(binary: str, arch: str) -> str:
+    """Resolve a QEMU binary name or path, or say which package provides it."""
+    path = shutil.which(binary)
+    if path is None:
+        pkg = "qemu-system-x86" if arch == "i386" else "qemu-system-arm"
+        raise QemuNotFound(
+            f"QEMU for {arch} ({binary}) was not found on PATH. Install it with "
+            f"`sudo apt-get install {pkg} qemu-utils`, or pass its path with --qemu-{arch}."
+        )
+    return path
+
+
+def make_overlay(base: Path, overlay: Path, fmt: str = "raw") -> None:
+    """A qcow2 overlay over ``base``, so the base image is never written."""
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise QemuNotFound("qemu-img was not found; install it with `sudo apt-get install qemu-utils`.")
+    proc = subprocess.run(  # noqa: S603
+        [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base.resolve()), "-F", fmt, str(overlay)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise VMError(f"qemu-img could not create an overlay of {base}: {proc.stderr.strip()}")
+
+
+class Machine:
+    """A QEMU process with its monitor and console, in a private directory."""
+
+    def __init__(self, spec: MachineSpec, state: StateDir, name: str, log_dir: Path) -> None:
+        self.spec = spec
+        self.name = name
+        self.state = state
+        self.dir = state.vm_dir(name)
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.serial_log = log_dir / f"{name}.serial.log"
+        self.qemu_log = log_dir / f"{name}.qemu.log"
+        self.qmp_sock = self.dir / "qmp.sock"
+        self.console_sock = self.dir / "console.sock"
+        self.console = Console(self.console_sock, self.serial_log)
+        self.qmp = QMP(self.qmp_sock, name)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.t0: float | None = None
+        self.argv: list[str] = []
+
+    # -- command line -----------------------------------------------------
+    def build_argv(self) -> list[str]:
+        spec, conf = self.spec, self.spec.config
+        files = {k: str(v) for k, v in spec.files.items()}
+        for key, base in spec.disks.items():
+            overlay = self.dir / f"{key}.qcow2"
+            make_overlay(base, overlay)
+            files[key] = str(overlay)
+
+        def fill(text: str) -> str:
+            try:
+                return text.format(**files)
+            except KeyError as exc:
+                raise ConfigError(f"Guest profile uses placeholder {exc} that the harness does not provide.") from None
+
+        qemu = find_qemu(spec.qemu_binary or conf.qemu, spec.arch)
+        argv = [qemu, "-name", self.name, "-machine", conf.machine, "-accel", spec.accel]
+        if conf.cpu:
+            argv += ["-cpu", conf.cpu]
+        argv += [
+            "-m", str(spec.memory),
+            "-nodefaults", "-no-user-config", "-display", "none", "-S",
+            "-chardev", f"socket,id=qmp,path={self.qmp_sock},server=on,wait=off",
+            "-mon", "chardev=qmp,mode=control",
+            "-chardev", f"socket,id=ser0,path={self.console_sock},server=on,wait=off",
+            "-serial", "chardev:ser0",
+        ]  # fmt: skip
+        if conf.kernel:
+            argv += ["-kernel", fill(conf.kernel)]
+        if conf.initrd:
+            argv += ["-initrd", fill(conf.initrd)]
+        append = " ".join(x for x in (fill(conf.append), spec.boot_args) if x)
+        if append:
+            argv += ["-append", append]
+        argv += [fill(a) for a in conf.args]
+        # Guest network is off unless asked for; then user-mode only, no host forwards.
+        argv += ["-nic", "user,model=virtio-net-pci" if spec.network else "none"]
+        argv += list(spec.qemu_args)
+        return argv
+
+    # -- lifecycle --------------------------------------------------------
+    def launch(self) -> None:
+        """Start QEMU paused and connect console and monitor (nothing runs yet)."""
+        self.argv = self.build_argv()
+        runtime = Runtime.get()
+        with open(self.qemu_log, "wb") as errlog:
+            self.proc = runtime.spawn(self.argv, stdout=errlog, stderr=subprocess.STDOUT, cwd=self.dir)  # type: ignore[arg-type]
+        self.state.record_qemu(self.proc.pid)
+        try:
+            self.console.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
+            self.qmp.connect()
+        except Exception as exc:
+            reason = self.exit_reason() or str(exc)
+            self.shutdown()
+            raise VMError(f"QEMU did not start: {reason}\nCommand: {' '.join(self.argv)}", self.qemu_log) from None
+
+    def cont(self) -> float:
+        """Resume the VM; the returned host monotonic time is the boot's t0."""
+        t0 = time.monotonic()
+        self.console.set_t0(t0)
+        self.qmp.execute("cont")
+        self.t0 = t0
+        return t0
+
+    def exit_reason(self) -> str | None:
+        """Why QEMU is gone or stopped, or None while it runs normally."""
+        if self.proc is None:
+            return "QEMU was never started"
+        code = self.proc.poll()
+        if code is not None:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            detail = self.qemu_stderr()
+            return f"QEMU {how}" + (f": {detail}" if detail else "")
+        if self.spec.accel == "kvm":
+            detail = self.qemu_stderr()
+            if any(sign in detail for sign in KVM_FAILURE_SIGNS):
+                return f"KVM failed: {detail.splitlines()[-1]}"
+        for ev in self.qmp.events():
+            if ev.name == "GUEST_PANICKED":
+                return "the guest panicked (QMP GUEST_PANICKED)"
+            if ev.name == "SHUTDOWN":
+                return f"the guest shut down (QMP SHUTDOWN, {ev.data})"
+        return None
+
+    def qemu_stderr(self, limit: int = 2000) -> str:
+        try:
+            return self.qemu_log.read_text(errors="replace").strip()[-limit:]
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def shutdown(self, timeout: float = 3.0) -> None:
+        """QMP quit, then SIGTERM, then SIGKILL; always reaps QEMU and removes the state dir."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                self.qmp.execute("quit", timeout=timeout)
+            except Exception:  # noqa: BLE001, S110 - escalate below
+                pass
+            for sig in (None, signal.SIGTERM, signal.SIGKILL):
+                if sig is not None and proc.poll() is None:
+                    proc.send_signal(sig)
+                try:
+                    proc.wait(timeout)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.qmp.close()
+        self.console.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

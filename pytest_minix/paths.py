@@ -1,0 +1,34 @@
+"""Where pytest-minix keeps its cache, per-session state and guest definitions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+CACHE_ENV = "PYTEST_MINIX_CACHE"
+
+
+def cache_root() -> Path:
+    """The cache directory: ``$PYTEST_MINIX_CACHE``, else the user cache dir.
+
+    platformdirs honours ``XDG_CACHE_HOME``, so CI can point the whole cache at a
+    fresh temporary directory with that variable alone.
+    """
+    override = os.environ.get(CACHE_ENV)
+    root = Path(override) if override else Path(platformdirs.user_cache_dir("pytest-minix"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def vm_dir() -> Path:
+    """The guest definitions (``vm/``): inside the wheel, or beside the package in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "vm", here.parent / "vm"):
+        if (candidate / "reference.toml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"pytest-minix cannot find its guest definitions (vm/) next to {here}; "
+        "the installation is incomplete: reinstall with `pip install --force-reinstall pytest-minix`."
+    )

@@ -1,0 +1,181 @@
+"""The pytest plugin: options, the ``vm_pool`` and ``guest`` fixtures, the ``vm`` marker."""
+
+from __future__ import annotations
+
+import signal
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import HarnessError
+from .pool import HarnessConfig, VMOptions, VMPool
+from .profiles import ARCHES
+from .vm import VM
+
+OPTIONS: list[tuple[str, str, str, Any]] = [
+    # (option, ini name, help, default)
+    ("--arch", "minix_arch", "guest arch: i386, arm or all (default i386)", "i386"),
+    ("--guest", "minix_guest", "guest profile from vm/ (default reference)", "reference"),
+    ("--accel", "minix_accel", "accelerator: auto (KVM if it works, else TCG), kvm or tcg", "auto"),
+    ("--boot-timeout", "minix_boot_timeout", "seconds to reach the login prompt (default: the guest's)", None),
+    ("--vm-memory", "minix_vm_memory", "guest RAM in MiB (default: the guest's)", None),
+    ("--vm-log-dir", "minix_vm_log_dir", "where serial and QEMU logs go (default: <basetemp>/vm-logs)", None),
+    ("--qemu-i386", "minix_qemu_i386", "QEMU binary for i386 guests", None),
+    ("--qemu-arm", "minix_qemu_arm", "QEMU binary for ARM guests", None),
+]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("minix", "pytest-minix: boot guests under QEMU")
+    for opt, ini, help_, _default in OPTIONS:
+        group.addoption(opt, dest=ini, default=None, help=f"{help_} [ini: {ini}]")
+        parser.addini(ini, help_, default=None)
+    group.addoption("--vm-network", dest="minix_vm_network", action="store_true", default=False,
+                    help="give guests a user-mode NIC (no host port forwards); off by default")  # fmt: skip
+
+
+def _setting(config: pytest.Config, ini: str, default: Any) -> Any:
+    value = config.getoption(ini)
+    if value is None:
+        value = config.getini(ini)
+    return default if value in (None, "", []) else value
+
+
+def _float(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except ValueError:
+        raise pytest.UsageError(f"{name} must be a number of seconds, got {value!r}.") from None
+    if out <= 0:
+        raise pytest.UsageError(f"{name} must be positive, got {value!r}.")
+    return out
+
+
+def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
+    """Options and ini settings as a HarnessConfig; bad values are usage errors."""
+    arch = str(_setting(config, "minix_arch", "i386"))
+    if arch == "all":
+        arches: tuple[str, ...] = ARCHES
+    elif arch in ARCHES:
+        arches = (arch,)
+    else:
+        raise pytest.UsageError(f"--arch={arch!r} is not supported; use one of {', '.join(ARCHES)} or all.")
+    memory = _setting(config, "minix_vm_memory", None)
+    if memory is not None and (not str(memory).isdigit() or int(memory) < 16):
+        raise pytest.UsageError(f"--vm-memory must be a whole number of MiB (at least 16), got {memory!r}.")
+    custom_log = _setting(config, "minix_vm_log_dir", None)
+    return HarnessConfig(
+        guest=str(_setting(config, "minix_guest", "reference")),
+        arches=arches,
+        accel=str(_setting(config, "minix_accel", "auto")),
+        boot_timeout=_float("--boot-timeout", _setting(config, "minix_boot_timeout", None)),
+        memory=int(memory) if memory is not None else None,
+        log_dir=Path(custom_log).resolve() if custom_log else log_dir,
+        qemu_binaries={a: str(_setting(config, f"minix_qemu_{a}", "")) for a in ARCHES if _setting(config, f"minix_qemu_{a}", "")},
+        network=bool(config.getoption("minix_vm_network")),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "vm(memory=None, boot_args='', qemu_args=(), boot_timeout=None): give this test its own VM with these settings",
+    )
+    config.stash[_POOLS] = []
+    # SIGTERM should clean up like Ctrl-C does: stop QEMU, remove sockets.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: types.FrameType | None) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+_POOLS = pytest.StashKey[list[VMPool]]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for pool in config.stash.get(_POOLS, []):
+        pool.close()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "guest" in metafunc.fixturenames:
+        arch = str(_setting(metafunc.config, "minix_arch", "i386"))
+        arches = list(ARCHES) if arch == "all" else [arch]
+        metafunc.parametrize("guest", arches, indirect=True, ids=arches)
+
+
+@pytest.fixture(scope="session")
+def minix_config(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> HarnessConfig:
+    """The session's harness settings."""
+    return harness_config(pytestconfig, tmp_path_factory.getbasetemp() / "vm-logs")
+
+
+@pytest.fixture(scope="session")
+def vm_pool(pytestconfig: pytest.Config, minix_config: HarnessConfig) -> Iterator[VMPool]:
+    """Owns at most one VM per arch for the session; reboots a VM marked broken."""
+    try:
+        pool = VMPool(minix_config)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    pytestconfig.stash[_POOLS].append(pool)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
+    """A healthy booted VM of the parametrized arch, logged in as root."""
+    arch = getattr(request, "param", vm_pool.config.arches[0])
+    marker = request.node.get_closest_marker("vm")
+    if marker is not None:
+        opts = VMOptions(
+            memory=marker.kwargs.get("memory"),
+            boot_args=marker.kwargs.get("boot_args", ""),
+            qemu_args=tuple(marker.kwargs.get("qemu_args", ())),
+            boot_timeout=marker.kwargs.get("boot_timeout"),
+        )
+        vm = vm_pool.boot(arch, opts)
+        request.node.stash[_VM] = vm
+        try:
+            yield vm
+        finally:
+            vm_pool.release(vm)
+        return
+    vm = vm_pool.get(arch)
+    request.node.stash[_VM] = vm
+    yield vm
+
+
+_VM = pytest.StashKey[VM]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    vm = item.stash.get(_VM, None)
+    if vm is not None and report.failed:
+        report.sections.append(
+            (f"serial console ({vm.arch})", f"log: {vm.log_path}\n--- last lines ---\n{vm.console.tail(30)}")
+        )
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    pools = config.stash.get(_POOLS, [])
+    boots = [vm for pool in pools for vm in pool.boots]
+    if not boots:
+        return
+    tr = terminalreporter
+    tr.section("pytest-minix VMs")
+    for vm in boots:
+        tl = vm.boot.timeline if vm.boot else None
+        login = f"login prompt at {vm.boot.login_prompt:.2f} s" if vm.boot else "did not boot"
+        tr.write_line(f"{vm.profile.name} {vm.arch} accel={vm.accel}: {login}; "
+                      f"milestones {tl.as_dict() if tl else {}}; log {vm.log_path}")  # fmt: skip

@@ -1,0 +1,147 @@
+"""The VM pool: at most one healthy VM per arch, booted lazily, rebooted when broken."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .accel import KVM_FAILURE_SIGNS, AccelChooser
+from .errors import ConfigError, HarnessError, VMError
+from .machine import Machine, MachineSpec, find_qemu
+from .profiles import GuestProfile, load_profile
+from .statedir import StateDir
+from .vm import VM
+
+# Where a guest's boot files come from: profile "artifacts" name -> provider(arch) ->
+# (files for placeholders, base disk images to overlay).
+Provider = Callable[[str], tuple[dict[str, Path], dict[str, Path]]]
+
+
+def _reference_provider(arch: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    from .reference import ensure_reference
+
+    art = ensure_reference(arch)
+    return {"kernel": art.kernel, "initrd": art.initrd}, {"disk": art.disk}
+
+
+PROVIDERS: dict[str, Provider] = {"reference": _reference_provider}
+
+
+@dataclass
+class HarnessConfig:
+    """The session's settings (from options and ini), shared by every VM."""
+
+    guest: str = "reference"
+    arches: tuple[str, ...] = ("i386",)
+    accel: str = "auto"
+    boot_timeout: float | None = None
+    memory: int | None = None
+    log_dir: Path = field(default_factory=lambda: Path("vm-logs"))
+    qemu_binaries: dict[str, str] = field(default_factory=dict)
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class VMOptions:
+    """Per-VM overrides (from ``@pytest.mark.vm``)."""
+
+    memory: int | None = None
+    boot_args: str = ""
+    qemu_args: tuple[str, ...] = ()
+    boot_timeout: float | None = None
+
+
+class VMPool:
+    """Owns every VM of a session (or of one xdist worker)."""
+
+    def __init__(self, config: HarnessConfig) -> None:
+        self.config = config
+        self.profile: GuestProfile = load_profile(config.guest)
+        for arch in config.arches:
+            self.profile.arch(arch)  # unknown arch: clear error now, not at first boot
+        self.accel = AccelChooser(config.accel)
+        self.state = StateDir()
+        self._vms: dict[str, VM] = {}
+        self._all: list[VM] = []
+        self._counter = itertools.count(1)
+        self._lock = threading.RLock()
+        self.boots: list[VM] = []
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+    def files(self, arch: str) -> tuple[dict[str, Path], dict[str, Path]]:
+        provider = PROVIDERS.get(self.profile.artifacts)
+        if provider is None:
+            raise ConfigError(f"Guest {self.profile.name!r} needs artifacts {self.profile.artifacts!r}, "
+                              "which this version of pytest-minix cannot provide.")  # fmt: skip
+        return provider(arch)
+
+    def get(self, arch: str) -> VM:
+        """The arch's shared VM, booting (or rebooting a broken one) as needed."""
+        with self._lock:
+            vm = self._vms.get(arch)
+            if vm is not None and vm.broken:
+                vm.shutdown()
+                del self._vms[arch]
+                vm = None
+            if vm is None:
+                vm = self.boot(arch)
+                self._vms[arch] = vm
+            return vm
+
+    def boot(self, arch: str, options: VMOptions | None = None) -> VM:
+        """Boot a new VM; under ``--accel=auto`` a KVM failure falls back to TCG once."""
+        options = options or VMOptions()
+        conf = self.profile.arch(arch)
+        qemu = find_qemu(self.config.qemu_binaries.get(arch) or conf.qemu, arch)
+        files, disks = self.files(arch)
+        spec = MachineSpec(
+            arch=arch, config=conf, files=files, disks=disks,
+            accel=self.accel.choose(conf, qemu),
+            memory=options.memory or self.config.memory or self.profile.memory,
+            qemu_binary=qemu, boot_args=options.boot_args, qemu_args=options.qemu_args,
+            network=self.config.network,
+        )  # fmt: skip
+        try:
+            return self._start(spec, options)
+        except HarnessError as exc:
+            if spec.accel != "kvm" or self.accel.requested != "auto":
+                raise
+            self.accel.report_failure(arch, f"a boot under KVM failed: {str(exc).splitlines()[0]}")
+            return self._start(replace(spec, accel="tcg"), options)
+
+    def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
+        name = f"{self.profile.name}-{spec.arch}-{self.worker}-{next(self._counter)}"
+        vm = VM(Machine(spec, self.state, name, self.config.log_dir), self.profile)
+        self._all.append(vm)
+        timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
+        first = self.profile.first_output_timeout
+        if spec.accel == "kvm":
+            first = min(first, 15.0)  # a KVM that cannot run the guest usually shows nothing
+        try:
+            vm.start(timeout, first)
+        except HarnessError as exc:
+            stderr = vm.machine.qemu_stderr()
+            vm.shutdown()
+            if spec.accel == "kvm" and any(s in stderr for s in KVM_FAILURE_SIGNS):
+                raise VMError(f"KVM failed: {stderr.splitlines()[-1]}", vm.log_path) from exc
+            raise
+        self.boots.append(vm)
+        return vm
+
+    def release(self, vm: VM) -> None:
+        """Shut down a VM that was booted for one test."""
+        vm.shutdown()
+
+    def close(self) -> None:
+        with self._lock:
+            for vm in self._all:
+                try:
+                    vm.shutdown()
+                except Exception:  # noqa: BLE001, S112 - best effort: every VM must go
+                    continue
+            self._vms.clear()
+            self.state.remove()

@@ -1,0 +1,165 @@
+"""Guest profiles: plain data (``vm/<name>.toml``) saying how to boot and drive a guest."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .paths import vm_dir
+
+ARCHES = ("i386", "arm")
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A boot milestone: the first console line matching ``regex``."""
+
+    name: str
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """How to start QEMU for one arch; strings may hold ``{kernel}``-style placeholders."""
+
+    arch: str
+    qemu: str
+    machine: str
+    cpu: str
+    kernel: str
+    initrd: str
+    append: str
+    args: tuple[str, ...]
+    kvm_capable_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Login:
+    prompt: re.Pattern[str]
+    user: str
+    password: str
+    password_prompt: re.Pattern[str]
+    shell_prompt: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class GuestProfile:
+    """Everything the harness needs to know about one kind of guest."""
+
+    name: str
+    description: str
+    artifacts: str
+    boot_timeout: float
+    first_output_timeout: float
+    memory: int
+    login: Login
+    shell_setup: str
+    uname_s: str
+    checksum: str
+    panic_patterns: tuple[re.Pattern[str], ...]
+    noise_patterns: tuple[re.Pattern[str], ...]
+    markers: tuple[Marker, ...]
+    arches: dict[str, ArchConfig] = field(default_factory=dict)
+    source: Path | None = None
+
+    def arch(self, arch: str) -> ArchConfig:
+        """The arch's QEMU settings, or a ConfigError listing the valid arches."""
+        try:
+            return self.arches[arch]
+        except KeyError:
+            raise ConfigError(
+                f"Guest {self.name!r} has no arch {arch!r}; it supports "
+                f"{', '.join(sorted(self.arches))}. Pass one of those with --arch."
+            ) from None
+
+
+def available_guests() -> list[str]:
+    """Names of the guest profiles shipped in ``vm/``."""
+    return sorted(p.stem for p in vm_dir().glob("*.toml"))
+
+
+def load_profile(name: str) -> GuestProfile:
+    """Load ``vm/<name>.toml``; unknown names get an error listing the valid ones."""
+    path = vm_dir() / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(
+            f"Unknown guest {name!r}. Valid guests: {', '.join(available_guests())}. "
+            "Pass one of those with --guest."
+        )
+    return parse_profile(path)
+
+
+def _regex(path: Path, key: str, text: Any) -> re.Pattern[str]:
+    if not isinstance(text, str):
+        raise ConfigError(f"{path}: {key} must be a string regex, got {text!r}.")
+    try:
+        return re.compile(text, re.MULTILINE)
+    except re.error as exc:
+        raise ConfigError(f"{path}: {key} is not a valid regex ({exc}): {text!r}.") from None
+
+
+def _checksum(path: Path, tool: Any) -> str:
+    if tool not in ("cksum", "sha256sum"):
+        raise ConfigError(f"{path}: shell.checksum must be 'cksum' or 'sha256sum', got {tool!r}.")
+    return str(tool)
+
+
+def parse_profile(path: Path) -> GuestProfile:
+    """Parse one profile file, with errors that name the file and the key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the file's syntax.") from None
+
+    def need(table: dict[str, Any], key: str, where: str = "") -> Any:
+        if key not in table:
+            raise ConfigError(f"{path}: missing key '{where}{key}'; see vm/reference.toml for the format.")
+        return table[key]
+
+    login = need(data, "login")
+    shell = data.get("shell", {})
+    arches: dict[str, ArchConfig] = {}
+    for arch, conf in need(data, "arch").items():
+        if arch not in ARCHES:
+            raise ConfigError(f"{path}: unknown arch {arch!r} in [arch]; valid arches: {', '.join(ARCHES)}.")
+        arches[arch] = ArchConfig(
+            arch=arch,
+            qemu=need(conf, "qemu", f"arch.{arch}."),
+            machine=need(conf, "machine", f"arch.{arch}."),
+            cpu=conf.get("cpu", ""),
+            kernel=conf.get("kernel", ""),
+            initrd=conf.get("initrd", ""),
+            append=conf.get("append", ""),
+            args=tuple(conf.get("args", ())),
+            kvm_capable_hosts=tuple(conf.get("kvm_capable_hosts", ())),
+        )
+    return GuestProfile(
+        name=need(data, "name"),
+        description=data.get("description", ""),
+        artifacts=data.get("artifacts", need(data, "name")),
+        boot_timeout=float(data.get("boot_timeout", 120.0)),
+        first_output_timeout=float(data.get("first_output_timeout", 30.0)),
+        memory=int(data.get("memory", 256)),
+        login=Login(
+            prompt=_regex(path, "login.prompt", need(login, "prompt", "login.")),
+            user=need(login, "user", "login."),
+            password=login.get("password", ""),
+            password_prompt=_regex(path, "login.password_prompt", login.get("password_prompt", "Password: ?$")),
+            shell_prompt=_regex(path, "login.shell_prompt", need(login, "shell_prompt", "login.")),
+        ),
+        shell_setup=shell.get("setup", "stty -echo"),
+        uname_s=shell.get("uname_s", ""),
+        checksum=_checksum(path, shell.get("checksum", "cksum")),
+        panic_patterns=tuple(_regex(path, "panic_patterns", p) for p in data.get("panic_patterns", ())),
+        noise_patterns=tuple(_regex(path, "noise_patterns", p) for p in data.get("noise_patterns", ())),
+        markers=tuple(
+            Marker(need(m, "name", "markers."), _regex(path, "markers.regex", need(m, "regex", "markers.")))
+            for m in data.get("markers", ())
+        ),
+        arches=arches,
+        source=path,
+    )

@@ -1,0 +1,221 @@
+"""A root shell over the serial console: login, run(), put() and get().
+
+Each command is framed by markers printed with ``printf '\\036...'``: the marker's
+control byte only exists in the *output* of printf, never in the typed text, so the
+echo of a command can never be mistaken for its result. stdout is what the command
+prints between the start and status markers; stderr goes to a guest file printed
+after the status. All of this uses POSIX shell and printf only, so it works the same
+on busybox ash and on MINIX's NetBSD sh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .console import Console
+from .errors import CommandTimeout, VMError
+from .profiles import GuestProfile
+
+PS1 = "[pm-ok]# "
+# Typed as two quoted halves so that the echo of the setup line cannot match the prompt.
+PS1_TYPED = "'[pm''-ok]# '"
+ERR_FILE = "/tmp/.pytest-minix.err"
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did: exit status, stdout, stderr and the wall time of the round trip."""
+
+    command: str
+    status: int
+    stdout: str
+    stderr: str
+    duration: float
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    def check(self) -> Result:
+        """Return self, or raise AssertionError with the whole result when status != 0."""
+        if self.status != 0:
+            raise AssertionError(
+                f"command {self.command!r} exited {self.status}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+            )
+        return self
+
+
+_CRC_TABLE: list[int] = []
+
+
+def posix_cksum(data: bytes) -> int:
+    """The CRC printed by POSIX ``cksum`` (both guests have it; hashlib has no such CRC)."""
+    if not _CRC_TABLE:
+        for i in range(256):
+            c = i << 24
+            for _ in range(8):
+                c = ((c << 1) ^ 0x04C11DB7) if c & 0x80000000 else (c << 1)
+            _CRC_TABLE.append(c & 0xFFFFFFFF)
+    crc = 0
+    for b in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ b]
+    n = len(data)
+    while n:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[(crc >> 24) ^ (n & 0xFF)]
+        n >>= 8
+    return (~crc) & 0xFFFFFFFF
+
+
+def parse_od(text: str) -> bytes:
+    """Bytes from ``od -An -v -tx1`` output."""
+    return bytes(int(tok, 16) for tok in text.split())
+
+
+class Shell:
+    """Drives the guest's shell; marks the VM broken when it cannot be resynchronised."""
+
+    def __init__(self, console: Console, profile: GuestProfile, *, alive: object = None, line_max: int = 200) -> None:
+        self.console = console
+        self.profile = profile
+        self._alive = alive
+        self._ids = itertools.count(1)
+        self.broken: str | None = None
+        # Both MINIX (255) and Linux limit a canonical input line: keep under the smaller.
+        self.line_max = line_max
+        self._noise = profile.noise_patterns
+
+    def _alive_reason(self) -> str | None:
+        return self._alive() if callable(self._alive) else None
+
+    # -- login ------------------------------------------------------------
+    def login(self, timeout: float = 30.0) -> float:
+        """Log in at the login prompt already on screen; return the time the prompt appeared."""
+        lg = self.profile.login
+        self.console.write(lg.user + "\r")
+        if lg.password:
+            self.console.expect(lg.password_prompt, timeout, what="the password prompt", alive=self._alive_reason)
+            self.console.write(lg.password + "\r")
+        self.console.expect(
+            lg.shell_prompt, timeout, what="the shell prompt after login", alive=self._alive_reason,
+            fail_on=[lg.prompt],
+        )  # fmt: skip
+        self.console.write(f"{self.profile.shell_setup}; PS1={PS1_TYPED}; PS2=''\r")
+        m = self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", alive=self._alive_reason)
+        return m.t
+
+    # -- commands ---------------------------------------------------------
+    def _frame(self, cmd: str, n: int) -> str:
+        return (
+            f"printf '\\036S{n}\\n'; {{ {cmd}\n}} 2>{ERR_FILE} </dev/null; printf '\\036R{n} %d\\n' $?; "
+            f"[ -s {ERR_FILE} ] && {{ printf '\\036E{n}\\n'; cat {ERR_FILE}; }}; printf '\\036Z{n}\\n'\n"
+        )
+
+    def _clean(self, text: str) -> str:
+        text = text.replace("\r\n", "\n")
+        if self._noise and text:
+            text = "".join(
+                ln for ln in text.splitlines(keepends=True) if not any(p.search(ln) for p in self._noise)
+            )
+        return text
+
+    def run(self, cmd: str, timeout: float = 60.0) -> Result:
+        """Run ``cmd`` in the guest shell; return status, stdout and stderr separately."""
+        if self.broken:
+            raise VMError(f"The shell is unusable ({self.broken}); the VM must be rebooted.", self.console.log_path)
+        n = next(self._ids)
+        start = time.monotonic()
+        self.console.write(self._frame(cmd, n))
+        try:
+            self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", alive=self._alive_reason)
+            rest = max(0.5, timeout - (time.monotonic() - start))
+            rm = self.console.expect(
+                f"\x1eR{n} (\\d+)\r?\n", rest, what=f"the end of {cmd!r}", alive=self._alive_reason,
+                fail_on=self.profile.panic_patterns,
+            )  # fmt: skip
+            em = self.console.expect(f"\x1eZ{n}\r?\n", 10.0, what="the stderr of the command", alive=self._alive_reason)
+        except TimeoutError as exc:
+            self._recover(n)
+            raise CommandTimeout(
+                f"Command {cmd!r} did not finish within {timeout:.1f} s. {exc}", self.console.log_path
+            ) from None
+        except VMError as exc:
+            self.broken = str(exc).splitlines()[0]
+            raise
+        stderr = em.before
+        if stderr.startswith(f"\x1eE{n}"):
+            stderr = stderr.split("\n", 1)[1] if "\n" in stderr else ""
+        elif stderr.strip():
+            stderr = ""
+        stdout = rm.before
+        truncated = rm.dropped > 0
+        if truncated:
+            stdout = f"[pytest-minix: {rm.dropped} bytes of output dropped]\n" + stdout
+        return Result(cmd, int(rm.match.group(1)), self._clean(stdout), self._clean(stderr),
+                      time.monotonic() - start, truncated)  # fmt: skip
+
+    def _recover(self, n: int) -> None:
+        """Interrupt a hung command and resync on a fresh marker, or mark the shell broken."""
+        try:
+            self.console.write("\x03")
+            time.sleep(0.2)
+            self.console.write(f"\nprintf '\\036Y{n}\\n'\n")
+            self.console.expect(f"\x1eY{n}\r?\n", 10.0, what="resynchronisation", alive=self._alive_reason)
+        except (TimeoutError, VMError) as exc:
+            self.broken = f"no answer after interrupting a timed-out command ({str(exc).splitlines()[0]})"
+
+    # -- files ------------------------------------------------------------
+    def put(self, local: Path | str, remote: str, timeout: float = 120.0) -> None:
+        """Copy a host file into the guest (printf octal escapes), verified by checksum."""
+        data = Path(local).read_bytes()
+        q = shlex.quote(remote)
+        self.run(f": > {q}", timeout).check()
+        per_line = max(1, (self.line_max - len(q) - 20) // 4)
+        lines = [
+            "printf '" + "".join(f"\\{b:03o}" for b in data[i : i + per_line]) + f"' >> {q}"
+            for i in range(0, len(data), per_line)
+        ]
+        # Several lines per round trip, but never more than one tty input buffer's worth.
+        batch: list[str] = []
+        size = 0
+        for line in [*lines, None]:
+            if line is None or size + len(line) + 1 > 3000:
+                if batch:
+                    self.run("\n".join(batch), timeout).check()
+                batch, size = [], 0
+            if line is not None:
+                batch.append(line)
+                size += len(line) + 1
+        self._verify(data, remote, timeout)
+
+    def get(self, remote: str, local: Path | str, timeout: float = 120.0) -> bytes:
+        """Copy a guest file to the host (od hex dump), verified by checksum."""
+        r = self.run(f"od -An -v -tx1 {shlex.quote(remote)}", timeout).check()
+        data = parse_od(r.stdout)
+        self._verify(data, remote, timeout)
+        Path(local).write_bytes(data)
+        return data
+
+    def _verify(self, data: bytes, remote: str, timeout: float) -> None:
+        """Compare the guest's checksum of ``remote`` with the host's of ``data``."""
+        tool = self.profile.checksum
+        r = self.run(f"{tool} < {shlex.quote(remote)}", timeout).check()
+        fields = r.stdout.split()
+        if tool == "cksum":  # POSIX CRC and size
+            want = f"{posix_cksum(data)} {len(data)}"
+            got = " ".join(fields[:2])
+        else:  # sha256sum-style: hex digest first
+            want = hashlib.sha256(data).hexdigest()
+            got = fields[0] if fields else ""
+        if got != want:
+            raise VMError(
+                f"Checksum mismatch copying {remote!r}: the host computed {want}, "
+                f"the guest's {tool} printed {r.stdout.strip()!r}.",
+                self.console.log_path,
+            )

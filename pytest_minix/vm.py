@@ -1,0 +1,104 @@
+"""A booted guest: machine + console + shell + timeline, and the boot procedure."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .console import Console
+from .errors import BootTimeout, GuestPanic, VMError
+from .machine import Machine
+from .profiles import GuestProfile
+from .qmp import QMP
+from .shell import Shell
+from .timeline import Milestone, Timeline
+
+
+@dataclass
+class BootResult:
+    timeline: Timeline
+    login_prompt: float  # t of the login prompt
+    shell_ready: float  # t when the harness prompt appeared
+
+
+class VM:
+    """What a test gets: ``.shell``, ``.qmp``, ``.console``, ``.timeline``, ``.arch``, ``.profile``."""
+
+    def __init__(self, machine: Machine, profile: GuestProfile) -> None:
+        self.machine = machine
+        self.profile = profile
+        self.arch = machine.spec.arch
+        self.accel = machine.spec.accel
+        self.console: Console = machine.console
+        self.qmp: QMP = machine.qmp
+        self.shell = Shell(self.console, profile, alive=self._alive_reason)
+        self.boot: BootResult | None = None
+        self._broken: str | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.machine.serial_log
+
+    @property
+    def timeline(self) -> Timeline:
+        assert self.boot is not None, "the VM has not booted"
+        return self.boot.timeline
+
+    @property
+    def broken(self) -> str | None:
+        """Why this VM can no longer be trusted, or None while it is healthy."""
+        return self._broken or self.shell.broken or self.machine.exit_reason()
+
+    def mark_broken(self, reason: str) -> None:
+        self._broken = reason
+
+    def _alive_reason(self) -> str | None:
+        return self.machine.exit_reason()
+
+    def start(self, boot_timeout: float, first_output_timeout: float) -> BootResult:
+        """Launch, resume, wait for the login prompt, log in; fill in the timeline."""
+        p = self.profile
+        self.machine.launch()
+        self.machine.cont()
+        first = min(first_output_timeout, boot_timeout)
+        try:
+            # A boot that prints nothing at all fails fast instead of waiting out the boot timeout.
+            self.console.expect(".", first, what="any console output", alive=self._alive_reason)
+        except TimeoutError:
+            raise BootTimeout(
+                f"The {p.name} guest ({self.arch}, accel {self.accel}) printed nothing on its serial console "
+                f"within {first:.0f} s of starting. Check the kernel and machine type "
+                f"(command: {' '.join(self.machine.argv)}). QEMU said: {self.machine.qemu_stderr() or 'nothing'}.",
+                self.log_path,
+            ) from None
+        remaining = boot_timeout - (time.monotonic() - (self.machine.t0 or time.monotonic()))
+        try:
+            m = self.console.expect(p.login.prompt, max(remaining, 1.0), what="the login prompt",
+                                    fail_on=p.panic_patterns, alive=self._alive_reason)  # fmt: skip
+        except TimeoutError as exc:
+            raise BootTimeout(
+                f"The {p.name} guest ({self.arch}, accel {self.accel}) never reached its login prompt "
+                f"within --boot-timeout={boot_timeout:.0f} s. {exc}Raise --boot-timeout if the machine is just slow.",
+                self.log_path,
+            ) from None
+        login_t = m.t
+        try:
+            shell_t = self.shell.login()
+        except TimeoutError as exc:
+            raise BootTimeout(f"Login as {p.login.user!r} failed: {exc}", self.log_path) from None
+        lines = self.console.head()
+        extra = [Milestone("first_output", lines[0].t, lines[0].text)] if lines else []
+        extra.append(Milestone("shell", shell_t, "harness prompt"))
+        timeline = Timeline.from_lines(lines, p.markers, extra)
+        if "login" not in timeline:
+            timeline = Timeline((*timeline.milestones, Milestone("login", login_t, m.text)))
+            timeline = Timeline(tuple(sorted(timeline.milestones, key=lambda x: x.t)))
+        self.boot = BootResult(timeline, login_t, shell_t)
+        return self.boot
+
+    def shutdown(self) -> None:
+        self.machine.shutdown()
+
+
+__all__ = ["VM", "BootResult", "BootTimeout", "GuestPanic", "VMError"]

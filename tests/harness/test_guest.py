@@ -1,0 +1,109 @@
+"""Self-tests against real QEMU guests (the reference guest by default, every --arch)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from pytest_minix import VM, CommandTimeout
+
+
+def test_login_gives_root_shell(guest: VM) -> None:
+    r = guest.shell.run("id -u; uname -s")
+    assert r.status == 0
+    assert r.stdout.split() == ["0", guest.profile.uname_s]
+    assert guest.timeline.get("login") is not None
+    assert guest.timeline.get("shell").t >= guest.timeline.get("login").t
+
+
+def test_exit_status_zero_and_nonzero(guest: VM) -> None:
+    assert guest.shell.run("true").status == 0
+    assert guest.shell.run("false").status == 1
+    assert guest.shell.run("sh -c 'exit 42'").status == 42
+    assert guest.shell.run("ls /no/such/file").status != 0
+
+
+def test_stdout_and_stderr_kept_apart(guest: VM) -> None:
+    r = guest.shell.run("echo to-out; echo to-err >&2; echo more-out")
+    assert r.stdout == "to-out\nmore-out\n"
+    assert r.stderr == "to-err\n"
+    quiet = guest.shell.run("echo only-out")
+    assert quiet.stderr == ""
+
+
+def test_output_without_trailing_newline(guest: VM) -> None:
+    assert guest.shell.run("printf abc").stdout == "abc"
+
+
+def test_shell_state_persists_between_commands(guest: VM) -> None:
+    guest.shell.run("cd /tmp && X=persisted").check()
+    assert guest.shell.run('pwd; echo "$X"').stdout == "/tmp\npersisted\n"
+    guest.shell.run("cd /").check()
+
+
+def test_put_get_binary_round_trip(guest: VM, tmp_path: Path) -> None:
+    rng = random.Random(1234)
+    data = bytes(range(256)) + rng.randbytes(3000) + b"\n\r\x00\x1e\x03'\"\\%"
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    guest.shell.put(src, "/tmp/blob.bin")
+    size = guest.shell.run("wc -c < /tmp/blob.bin").check().stdout.strip()
+    assert int(size) == len(data)
+    back = tmp_path / "back.bin"
+    assert guest.shell.get("/tmp/blob.bin", back) == data
+    assert back.read_bytes() == data
+
+
+def test_command_timeout_names_command_and_log(guest: VM) -> None:
+    with pytest.raises(CommandTimeout) as exc:
+        guest.shell.run("sleep 60", timeout=2)
+    msg = str(exc.value)
+    assert "sleep 60" in msg and str(guest.log_path) in msg
+    # Ctrl-C resynchronised the shell: the same VM still answers.
+    assert guest.broken is None
+    assert guest.shell.run("echo alive").stdout == "alive\n"
+
+
+def test_next_test_after_timeout_has_healthy_vm(guest: VM) -> None:
+    assert guest.broken is None
+    assert guest.shell.run("echo healthy").stdout == "healthy\n"
+
+
+def test_guest_disk_writes_never_reach_base_image(guest: VM) -> None:
+    base = guest.machine.spec.disks["disk"]
+    before = hashlib.sha256(base.read_bytes()).hexdigest()
+    r = guest.shell.run("grep -q ' /mnt/disk ' /proc/mounts && echo mounted")
+    assert r.stdout == "mounted\n", "the reference guest's disk is not mounted"
+    guest.shell.run("dd if=/dev/urandom of=/mnt/disk/scratch bs=1024 count=256 2>/dev/null; sync").check()
+    assert guest.shell.run("ls /mnt/disk/scratch").status == 0
+    assert hashlib.sha256(base.read_bytes()).hexdigest() == before
+    assert os.access(guest.machine.dir, os.F_OK)
+
+
+def test_qmp_and_timeline(guest: VM) -> None:
+    status = guest.qmp.execute("query-status")
+    assert status["status"] == "running"
+    names = [m.name for m in guest.timeline.milestones]
+    assert names[0] == "first_output"
+    assert {"kernel", "ready", "login", "shell"} <= set(names)
+    times = [m.t for m in guest.timeline.milestones]
+    assert times == sorted(times) and times[0] > 0
+
+
+def test_state_dir_is_private(guest: VM) -> None:
+    assert (guest.machine.dir.stat().st_mode & 0o777) == 0o700
+    assert (guest.machine.state.path.stat().st_mode & 0o777) == 0o700
+    assert guest.machine.qmp_sock.parent == guest.machine.dir
+    assert guest.machine.console_sock.parent == guest.machine.dir
+    assert not any("tcp" in a or "hostfwd" in a for a in guest.machine.argv)
+    assert "none" == guest.machine.argv[guest.machine.argv.index("-nic") + 1]
+
+
+@pytest.mark.vm(memory=192, boot_args="pmtest=marker")
+def test_vm_marker_gives_own_vm(guest: VM) -> None:
+    assert guest.machine.spec.memory == 192
+    assert "pmtest=marker" in guest.shell.run("cat /proc/cmdline").stdout
