@@ -25,7 +25,7 @@ def kvm_static_reason(config: ArchConfig) -> str | None:
     """Why KVM cannot even be tried for this arch on this host, or None."""
     host = platform.machine()
     if host not in config.kvm_capable_hosts:
-        return f"KVM cannot run a {config.arch} guest on a {host} host"
+        return f"KVM cannot run {config.arch} guests on an {host} host"
     if not os.path.exists("/dev/kvm"):
         return "/dev/kvm does not exist (no KVM module loaded, or not allowed in this container)"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -36,7 +36,7 @@ def kvm_static_reason(config: ArchConfig) -> str | None:
 def kvm_probe(qemu: str) -> str | None:
     """Start QEMU with KVM and no guest for a moment; return the failure, or None."""
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+        proc = subprocess.run(
             [qemu, "-accel", "kvm", "-machine", "none", "-nodefaults", "-display", "none", "-monitor", "stdio"],
             input="quit\n",
             capture_output=True,

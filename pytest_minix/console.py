@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import contextlib
 import re
 import socket
 import threading
@@ -121,10 +122,8 @@ class Console:
 
     def close(self) -> None:
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)

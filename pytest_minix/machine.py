@@ -57,7 +57,7 @@ def make_overlay(base: Path, overlay: Path, fmt: str = "raw") -> None:
     qemu_img = shutil.which("qemu-img")
     if qemu_img is None:
         raise QemuNotFound("qemu-img was not found; install it with `sudo apt-get install qemu-utils`.")
-    proc = subprocess.run(  # noqa: S603
+    proc = subprocess.run(
         [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base.resolve()), "-F", fmt, str(overlay)],
         capture_output=True,
         text=True,
@@ -133,12 +133,12 @@ class Machine:
         self.argv = self.build_argv()
         runtime = Runtime.get()
         with open(self.qemu_log, "wb") as errlog:
-            self.proc = runtime.spawn(self.argv, stdout=errlog, stderr=subprocess.STDOUT, cwd=self.dir)  # type: ignore[arg-type]
+            self.proc = runtime.spawn(self.argv, stdout=errlog, stderr=subprocess.STDOUT, cwd=self.dir)
         self.state.record_qemu(self.proc.pid)
         try:
             self.console.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
             self.qmp.connect()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure here means QEMU did not start
             reason = self.exit_reason() or str(exc)
             self.shutdown()
             raise VMError(f"QEMU did not start: {reason}\nCommand: {' '.join(self.argv)}", self.qemu_log) from None
@@ -162,8 +162,9 @@ class Machine:
             return f"QEMU {how}" + (f": {detail}" if detail else "")
         if self.spec.accel == "kvm":
             detail = self.qemu_stderr()
-            if any(sign in detail for sign in KVM_FAILURE_SIGNS):
-                return f"KVM failed: {detail.splitlines()[-1]}"
+            for line in detail.splitlines():
+                if any(sign in line for sign in KVM_FAILURE_SIGNS):
+                    return f"KVM failed ({line.strip()})"
         for ev in self.qmp.events():
             if ev.name == "GUEST_PANICKED":
                 return "the guest panicked (QMP GUEST_PANICKED)"
@@ -187,7 +188,7 @@ class Machine:
         if proc is not None and proc.poll() is None:
             try:
                 self.qmp.execute("quit", timeout=timeout)
-            except Exception:  # noqa: BLE001, S110 - escalate below
+            except Exception:  # noqa: BLE001 - escalate below
                 pass
             for sig in (None, signal.SIGTERM, signal.SIGKILL):
                 if sig is not None and proc.poll() is None:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from .accel import AccelChooser
 from .errors import HarnessError
 from .pool import HarnessConfig, VMOptions, VMPool
-from .profiles import ARCHES
+from .profiles import ARCHES, load_profile
 from .vm import VM
 
 OPTIONS: list[tuple[str, str, str, Any]] = [
@@ -76,7 +77,7 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         boot_timeout=_float("--boot-timeout", _setting(config, "minix_boot_timeout", None)),
         memory=int(memory) if memory is not None else None,
         log_dir=Path(custom_log).resolve() if custom_log else log_dir,
-        qemu_binaries={a: str(_setting(config, f"minix_qemu_{a}", "")) for a in ARCHES if _setting(config, f"minix_qemu_{a}", "")},
+        qemu_binaries={a: str(b) for a in ARCHES if (b := _setting(config, f"minix_qemu_{a}", ""))},
         network=bool(config.getoption("minix_vm_network")),
     )
 
@@ -87,6 +88,15 @@ def pytest_configure(config: pytest.Config) -> None:
         "vm(memory=None, boot_args='', qemu_args=(), boot_timeout=None): give this test its own VM with these settings",
     )
     config.stash[_POOLS] = []
+    # Bad options fail the session at start, not as one error per test.
+    settings = harness_config(config, Path("vm-logs"))
+    try:
+        profile = load_profile(settings.guest)
+        for arch in settings.arches:
+            profile.arch(arch)
+        AccelChooser(settings.accel)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
     # SIGTERM should clean up like Ctrl-C does: stop QEMU, remove sockets.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)

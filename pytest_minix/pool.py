@@ -108,9 +108,15 @@ class VMPool:
         try:
             return self._start(spec, options)
         except HarnessError as exc:
-            if spec.accel != "kvm" or self.accel.requested != "auto":
+            if spec.accel != "kvm":
                 raise
-            self.accel.report_failure(arch, f"a boot under KVM failed: {str(exc).splitlines()[0]}")
+            if self.accel.requested == "kvm":
+                raise VMError(
+                    f"--accel=kvm was given but the {arch} guest cannot boot under KVM: "
+                    f"{str(exc).splitlines()[0][:300]} Use --accel=auto (falls back to TCG) or --accel=tcg.",
+                    getattr(exc, "log_path", None),
+                ) from exc
+            self.accel.report_failure(arch, f"a boot under KVM failed: {str(exc).splitlines()[0][:300]}")
             return self._start(replace(spec, accel="tcg"), options)
 
     def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
@@ -124,10 +130,10 @@ class VMPool:
         try:
             vm.start(timeout, first)
         except HarnessError as exc:
-            stderr = vm.machine.qemu_stderr()
+            kvm_lines = [ln for ln in vm.machine.qemu_stderr().splitlines() if any(s in ln for s in KVM_FAILURE_SIGNS)]
             vm.shutdown()
-            if spec.accel == "kvm" and any(s in stderr for s in KVM_FAILURE_SIGNS):
-                raise VMError(f"KVM failed: {stderr.splitlines()[-1]}", vm.log_path) from exc
+            if spec.accel == "kvm" and kvm_lines:
+                raise VMError(f"KVM failed ({kvm_lines[0].strip()}).", vm.log_path) from exc
             raise
         self.boots.append(vm)
         return vm
@@ -141,7 +147,7 @@ class VMPool:
             for vm in self._all:
                 try:
                     vm.shutdown()
-                except Exception:  # noqa: BLE001, S112 - best effort: every VM must go
+                except Exception:  # noqa: BLE001 - best effort: every VM must go
                     continue
             self._vms.clear()
             self.state.remove()

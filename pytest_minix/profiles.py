@@ -87,8 +87,7 @@ def load_profile(name: str) -> GuestProfile:
     path = vm_dir() / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(
-            f"Unknown guest {name!r}. Valid guests: {', '.join(available_guests())}. "
-            "Pass one of those with --guest."
+            f"Unknown guest {name!r}. Valid guests: {', '.join(available_guests())}. Pass one of those with --guest."
         )
     return parse_profile(path)
 

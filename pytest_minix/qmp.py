@@ -42,7 +42,7 @@ class QMP:
                 try:
                     await self._client.connect(str(self.sock_path))
                     break
-                except Exception:  # noqa: BLE001 - QEMU may not listen yet
+                except Exception:
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.01)
@@ -53,10 +53,11 @@ class QMP:
     async def _collect(self) -> None:
         with self._client.listener() as listener:
             async for ev in listener:
-                ts = ev.get("timestamp", {})
+                msg: dict[str, Any] = dict(ev)  # type: ignore[call-overload]
+                ts = msg.get("timestamp", {})
                 qt = ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6
                 with self._lock:
-                    self._events.append(Event(ev["event"], dict(ev.get("data", {})), qt, time.monotonic()))
+                    self._events.append(Event(str(msg["event"]), dict(msg.get("data", {})), qt, time.monotonic()))
 
     def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
         """Run one QMP command and return its result (raises on a QMP error)."""
@@ -76,10 +77,10 @@ class QMP:
                 self._task.cancel()
             try:
                 await self._client.disconnect()
-            except Exception:  # noqa: BLE001, S110 - closing a dead connection
+            except Exception:  # noqa: BLE001 - closing a dead connection
                 pass
 
         try:
             self.runtime.run(go(), 5)
-        except Exception:  # noqa: BLE001, S110
+        except Exception:  # noqa: BLE001
             pass

@@ -58,7 +58,9 @@ class Runtime:
             fut.cancel()
             raise
 
-    def spawn(self, argv: Sequence[str], *, stdout: IO[bytes], stderr: IO[bytes], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, argv: Sequence[str], *, stdout: IO[bytes], stderr: IO[bytes] | int, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start a child from the runtime thread, to die with this process."""
         parent = os.getpid()
         result: Future[subprocess.Popen[bytes]] = Future()
@@ -66,7 +68,7 @@ class Runtime:
         def start() -> None:
             try:
                 result.set_result(
-                    subprocess.Popen(  # noqa: S603 - argv is a list, no shell involved
+                    subprocess.Popen(
                         list(argv),
                         stdin=subprocess.DEVNULL,
                         stdout=stdout,

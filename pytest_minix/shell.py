@@ -120,9 +120,7 @@ class Shell:
     def _clean(self, text: str) -> str:
         text = text.replace("\r\n", "\n")
         if self._noise and text:
-            text = "".join(
-                ln for ln in text.splitlines(keepends=True) if not any(p.search(ln) for p in self._noise)
-            )
+            text = "".join(ln for ln in text.splitlines(keepends=True) if not any(p.search(ln) for p in self._noise))
         return text
 
     def run(self, cmd: str, timeout: float = 60.0) -> Result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ class Timeline:
 
     def phases(self) -> list[Phase]:
         ms = self.milestones
-        return [Phase(f"{a.name}->{b.name}", a.t, b.t) for a, b in zip(ms, ms[1:], strict=False)]
+        return [Phase(f"{a.name}->{b.name}", a.t, b.t) for a, b in itertools.pairwise(ms)]
 
     def as_dict(self) -> dict[str, float]:
         return {m.name: round(m.t, 4) for m in self.milestones}

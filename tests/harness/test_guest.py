@@ -100,7 +100,7 @@ def test_state_dir_is_private(guest: VM) -> None:
     assert guest.machine.qmp_sock.parent == guest.machine.dir
     assert guest.machine.console_sock.parent == guest.machine.dir
     assert not any("tcp" in a or "hostfwd" in a for a in guest.machine.argv)
-    assert "none" == guest.machine.argv[guest.machine.argv.index("-nic") + 1]
+    assert guest.machine.argv[guest.machine.argv.index("-nic") + 1] == "none"
 
 
 @pytest.mark.vm(memory=192, boot_args="pmtest=marker")

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_minix import statedir
 
-INNER = '''
+INNER = """
 import os, time
 from pathlib import Path
 
@@ -22,7 +22,7 @@ def test_hold(guest):
     out.write_text(f"{guest.machine.pid} {guest.machine.state.path}")
     if os.environ.get("PM_HOLD"):
         time.sleep(600)
-'''
+"""
 
 
 def _gone(pid: int) -> bool:

@@ -39,14 +39,16 @@ def test_unknown_arch_lists_valid_ones() -> None:
 
 def test_malformed_profile_names_file_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "bad"\n[login]\nuser = "root"\nshell_prompt = "# "\n[arch.i386]\nqemu = "q"\nmachine = "pc"\n')
+    bad.write_text(
+        'name = "bad"\n[login]\nuser = "root"\nshell_prompt = "# "\n[arch.i386]\nqemu = "q"\nmachine = "pc"\n'
+    )
     with pytest.raises(ConfigError, match=r"bad.toml: missing key 'login.prompt'"):
         parse_profile(bad)
     bad.write_text('name = "bad"\n[login\n')
     with pytest.raises(ConfigError, match="not valid TOML"):
         parse_profile(bad)
     bad.write_text('name="b"\n[login]\nprompt="("\nuser="r"\nshell_prompt="#"\n[arch.i386]\nqemu="q"\nmachine="pc"\n')
-    with pytest.raises(ConfigError, match="login.prompt is not a valid regex"):
+    with pytest.raises(ConfigError, match=r"login\.prompt is not a valid regex"):
         parse_profile(bad)
 
 

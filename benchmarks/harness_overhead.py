@@ -1,0 +1,630 @@
+#!/usr/bin/env python3
+"""How much the pytest-minix harness costs over driving QEMU by hand.
+
+Two measurements, each alternating its variants inside one run so that the noise of a
+shared machine hits every variant alike:
+
+1. Boot to shell, per round, in alternating order (ABBA):
+   * harness: ``VMPool(HarnessConfig(...)).boot(arch)``, timed from just before the call
+     until it returns (VM logged in, harness prompt seen);
+   * bare: the same QEMU command line (``Machine.build_argv()``: same kernel, initrd,
+     append and qcow2 overlay) minus ``-S`` and the QMP monitor, with the serial port on
+     ``stdio`` pipes; one thread reads the pipe with ``select`` + ``os.read`` until
+     ``login: ``, writes ``root\\r`` and waits for the ``# `` prompt. The guest starts
+     running at once (no ``-S``/``cont``), so QMP is part of the harness's cost.
+   Both variants include building the argv (hence ``qemu-img create`` of the overlay).
+2. Shell round trip, on one harness VM and one bare VM booted side by side, interleaved
+   sample by sample: ``vm.shell.run("true")``; a raw ``echo`` through the harness
+   console (``vm.console.write`` + ``vm.console.expect``); the same ``echo`` on the bare
+   VM's pipe; and the very text that ``shell.run("true")`` types, sent on the bare pipe
+   (so the guest does the same work and only the host side differs).
+
+Usage: ``PYTEST_MINIX_CACHE=... python benchmarks/harness_overhead.py --arch i386 --rounds 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import functools
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pytest_minix import console as console_mod
+from pytest_minix import machine as machine_mod
+from pytest_minix import pool as pool_mod
+from pytest_minix import qmp as qmp_mod
+from pytest_minix import runtime as runtime_mod
+from pytest_minix.machine import Machine, MachineSpec, find_qemu
+from pytest_minix.pool import HarnessConfig, VMPool
+from pytest_minix.profiles import GuestProfile, load_profile
+from pytest_minix.reference import ensure_reference
+from pytest_minix.shell import PS1, PS1_TYPED
+from pytest_minix.statedir import StateDir
+from pytest_minix.vm import VM
+
+GUEST = "reference"
+LOGIN_PROMPT = re.compile(rb"login: ")
+SHELL_PROMPT = re.compile(rb"[#$] ")  # what the profile's shell_prompt matches, without the \e[6n
+HARNESS_PROMPT = re.compile(re.escape(PS1.encode()))
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# -- statistics -----------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100)."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    pos = (len(data) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- instrumentation of the harness (in this process only; no file is changed) ----------
+
+
+@dataclass
+class Trace:
+    """Host-time spans of harness calls during one boot: (label, start, end)."""
+
+    active: bool = False
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def first(self, label: str) -> tuple[float, float] | None:
+        return next(((s, e) for name, s, e in self.spans if name == label), None)
+
+
+TRACE = Trace()
+
+
+def _wrap(owner: Any, name: str, label: str | Callable[[tuple[Any, ...], dict[str, Any]], str]) -> Callable[[], None]:
+    """Replace ``owner.name`` by a wrapper recording its span in TRACE; return the undo."""
+    orig = getattr(owner, name)
+
+    @functools.wraps(orig)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not TRACE.active:
+            return orig(*args, **kwargs)
+        start = time.monotonic()
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            text = label if isinstance(label, str) else label(args, kwargs)
+            TRACE.spans.append((text, start, time.monotonic()))
+
+    setattr(owner, name, wrapper)
+    return lambda: setattr(owner, name, orig)
+
+
+@contextlib.contextmanager
+def instrumented() -> Iterator[None]:
+    undo = [
+        _wrap(pool_mod.VMPool, "files", "files"),
+        _wrap(machine_mod, "make_overlay", "overlay"),
+        _wrap(runtime_mod.Runtime, "spawn", "spawn"),
+        _wrap(console_mod.Console, "connect", "console_connect"),
+        _wrap(qmp_mod.QMP, "connect", "qmp_connect"),
+        _wrap(machine_mod.Machine, "cont", "cont"),
+        _wrap(console_mod.Console, "expect", lambda a, kw: f"expect:{kw.get('what', '')}"),
+    ]
+    try:
+        yield
+    finally:
+        TRACE.active = False
+        for u in reversed(undo):
+            u()
+
+
+# -- the bare variant ---------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def bare_argv(harness_argv: list[str]) -> list[str]:
+    """The harness's argv without -S and QMP, the serial chardev moved to stdio."""
+    out: list[str] = []
+    i = 0
+    while i < len(harness_argv):
+        a = harness_argv[i]
+        nxt = harness_argv[i + 1] if i + 1 < len(harness_argv) else ""
+        if a == "-S":
+            i += 1
+        elif a == "-mon" or (a == "-chardev" and nxt.startswith("socket,id=qmp")):
+            i += 2
+        elif a == "-chardev" and nxt.startswith("socket,id=ser0"):
+            out += ["-chardev", "stdio,id=ser0,signal=off"]
+            i += 2
+        else:
+            out.append(a)
+            i += 1
+    return out
+
+
+class BareVM:
+    """QEMU with its serial port on our pipes, read by a plain select/os.read loop."""
+
+    def __init__(self, machine: Machine, log_dir: Path) -> None:
+        self.machine = machine
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.buf = b""
+        self.reads = 0
+        self.marks: dict[str, float] = {}
+        self.t_call = 0.0
+
+    def start(self, state: StateDir) -> None:
+        t_call = time.monotonic()
+        argv = bare_argv(self.machine.build_argv())
+        self.marks["spawn_start"] = time.monotonic() - t_call
+        with open(self.log_dir / f"{self.machine.name}.qemu.log", "wb") as err:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=self.machine.dir,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,  # Ctrl-C is ours to handle; finally kills QEMU
+            )
+        state.record_qemu(self.proc.pid)
+        self.marks["running"] = time.monotonic() - t_call
+        self.t_call = t_call
+
+    def write(self, data: bytes) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        fd = self.proc.stdin.fileno()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> float:
+        """Read until ``pattern`` appears; consume through it; return the host time."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        start = 0
+        while True:
+            m = pattern.search(self.buf, start)
+            if m is not None:
+                now = time.monotonic()
+                self.buf = self.buf[m.end() :]
+                return now
+            start = max(0, len(self.buf) - 64)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"bare: no {pattern.pattern!r} within {timeout} s; last output {self.buf[-300:]!r}")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            data = os.read(fd, 65536)
+            if not data:
+                raise EOFError(f"bare: QEMU closed its stdout; last output {self.buf[-300:]!r}")
+            if not self.reads:
+                self.marks["first_output"] = time.monotonic() - self.t_call
+            self.reads += 1
+            self.buf += data
+
+    def boot_to_shell(self, state: StateDir, timeout: float) -> float:
+        """Launch, wait for login:, send root, wait for the shell prompt; return the total."""
+        self.start(state)
+        self.marks["login_prompt"] = self.wait_for(LOGIN_PROMPT, timeout) - self.t_call
+        self.write(b"root\r")
+        self.marks["shell_prompt"] = self.wait_for(SHELL_PROMPT, 30.0) - self.t_call
+        self.marks["returned"] = time.monotonic() - self.t_call
+        return self.marks["returned"]
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            for f in (proc.stdin, proc.stdout):
+                if f is not None:
+                    with contextlib.suppress(OSError):
+                        f.close()
+        shutil.rmtree(self.machine.dir, ignore_errors=True)
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    arch: str
+    profile: GuestProfile
+    spec: MachineSpec
+    state: StateDir
+    log_dir: Path
+    pools: list[VMPool] = field(default_factory=list)
+    bares: list[BareVM] = field(default_factory=list)
+    counter: int = 0
+
+    def cleanup(self) -> None:
+        for bare in self.bares:
+            bare.kill()
+        self.bares.clear()
+        for pool in self.pools:
+            pool.close()
+        self.pools.clear()
+
+
+def make_env(arch: str, log_dir: Path) -> Env:
+    profile = load_profile(GUEST)
+    conf = profile.arch(arch)
+    art = ensure_reference(arch)
+    spec = MachineSpec(
+        arch=arch,
+        config=conf,
+        files={"kernel": art.kernel, "initrd": art.initrd},
+        disks={"disk": art.disk},
+        accel="tcg",
+        memory=profile.memory,
+        qemu_binary=find_qemu(conf.qemu, arch),
+    )
+    return Env(arch, profile, spec, StateDir(), log_dir)
+
+
+def new_bare(env: Env) -> BareVM:
+    env.counter += 1
+    machine = Machine(env.spec, env.state, f"bare-{env.arch}-{env.counter}", env.log_dir)
+    bare = BareVM(machine, env.log_dir)
+    env.bares.append(bare)
+    return bare
+
+
+def new_pool(env: Env) -> VMPool:
+    pool = VMPool(HarnessConfig(guest=GUEST, arches=(env.arch,), accel="tcg", log_dir=env.log_dir))
+    env.pools.append(pool)
+    return pool
+
+
+def harness_marks(call: float, end: float) -> dict[str, float]:
+    """Milestones of one harness boot, seconds from the call, from the TRACE spans."""
+    marks: dict[str, float] = {}
+
+    def put(name: str, label: str, which: int) -> None:
+        span = TRACE.first(label)
+        if span is not None:
+            marks[name] = span[which] - call
+
+    put("files", "files", 1)
+    put("spawn_start", "spawn", 0)
+    put("spawn_end", "spawn", 1)
+    put("console_connected", "console_connect", 1)
+    put("qmp_connected", "qmp_connect", 1)
+    put("running", "cont", 1)
+    put("first_output", "expect:any console output", 1)
+    put("login_prompt", "expect:the login prompt", 1)
+    put("shell_prompt", "expect:the shell prompt after login", 1)
+    put("harness_prompt", "expect:the harness prompt", 1)
+    marks["returned"] = end - call
+    for label, dur_name in (("files", "files_s"), ("overlay", "overlay_s"), ("qmp_connect", "qmp_connect_s")):
+        span = TRACE.first(label)
+        if span is not None:
+            marks[dur_name] = span[1] - span[0]
+    return marks
+
+
+def boot_harness(env: Env) -> dict[str, Any]:
+    pool = new_pool(env)
+    TRACE.spans.clear()
+    TRACE.active = True
+    call = time.monotonic()
+    vm = pool.boot(env.arch)
+    end = time.monotonic()
+    TRACE.active = False
+    assert vm.boot is not None and vm.machine.t0 is not None
+    marks = harness_marks(call, end)
+    result = {
+        "total": end - call,
+        "marks": marks,
+        "cont_offset": vm.machine.t0 - call,
+        "timeline": vm.timeline.as_dict(),
+        "login_prompt_t": vm.boot.login_prompt,
+        "shell_ready_t": vm.boot.shell_ready,
+    }
+    t = time.monotonic()
+    pool.close()
+    env.pools.remove(pool)
+    result["shutdown"] = time.monotonic() - t
+    return result
+
+
+def boot_bare(env: Env) -> dict[str, Any]:
+    bare = new_bare(env)
+    TRACE.spans.clear()
+    TRACE.active = True
+    try:
+        total = bare.boot_to_shell(env.state, env.profile.boot_timeout)
+    finally:
+        TRACE.active = False
+    overlay = TRACE.first("overlay")
+    marks = dict(bare.marks)
+    if overlay is not None:
+        marks["overlay_s"] = overlay[1] - overlay[0]
+    t = time.monotonic()
+    bare.kill()
+    env.bares.remove(bare)
+    return {"total": total, "marks": marks, "reads": bare.reads, "shutdown": time.monotonic() - t}
+
+
+def run_boot(env: Env, rounds: int, warmup: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    with instrumented():
+        for r in range(-warmup, rounds):
+            order = ("harness", "bare") if r % 2 == 0 else ("bare", "harness")
+            row: dict[str, Any] = {"round": r, "warmup": r < 0, "order": list(order)}
+            for variant in order:
+                row[variant] = boot_harness(env) if variant == "harness" else boot_bare(env)
+            row["ratio"] = row["harness"]["total"] / row["bare"]["total"]
+            out.append(row)
+            tag = "warm-up" if r < 0 else f"round {r + 1}/{rounds}"
+            log(
+                f"  boot {tag}: harness {row['harness']['total']:.3f} s, bare {row['bare']['total']:.3f} s, "
+                f"ratio {row['ratio']:.4f}"
+            )
+    return out
+
+
+def run_rtt(env: Env, samples: int, log: Callable[[str], None]) -> dict[str, list[float]]:
+    """Interleave the four round-trip variants, rotating their order every sample."""
+    pool = new_pool(env)
+    vm: VM = pool.boot(env.arch)
+    bare = new_bare(env)
+    bare.boot_to_shell(env.state, env.profile.boot_timeout)
+    # Configure the bare shell exactly as Shell.login configures the harness's.
+    bare.write(f"{env.profile.shell_setup}; PS1={PS1_TYPED}; PS2=''\r".encode())
+    bare.wait_for(HARNESS_PROMPT, 30.0)
+    time.sleep(0.5)  # let both guests settle
+    vm.console.discard()
+    frame_n = 10**6  # frame numbers the harness shell never reaches, for the bare copy of its frame
+
+    def harness_run(i: int) -> float:
+        t = time.perf_counter()
+        vm.shell.run("true").check()
+        return time.perf_counter() - t
+
+    def harness_echo(i: int) -> float:
+        t = time.perf_counter()
+        vm.console.write(f"echo pmx{i}z\n")
+        vm.console.expect(f"pmx{i}z\r?\n", 10.0)
+        return time.perf_counter() - t
+
+    def bare_echo(i: int) -> float:
+        pat = re.compile(rb"pmx%dz\r?\n" % i)
+        t = time.perf_counter()
+        bare.write(b"echo pmx%dz\n" % i)
+        bare.wait_for(pat, 10.0)
+        return time.perf_counter() - t
+
+    def bare_frame(i: int) -> float:
+        n = frame_n + i
+        text = vm.shell._frame("true", n).encode()  # the exact bytes shell.run("true") types
+        pat = re.compile(rb"\x1eZ%d\r?\n" % n)
+        t = time.perf_counter()
+        bare.write(text)
+        bare.wait_for(pat, 10.0)
+        return time.perf_counter() - t
+
+    variants: dict[str, Callable[[int], float]] = {
+        "harness_run_true": harness_run,
+        "harness_console_echo": harness_echo,
+        "bare_echo": bare_echo,
+        "bare_run_frame": bare_frame,
+    }
+    names = list(variants)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(samples):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(variants[name](i))
+    log(f"  rtt: {samples} samples of each of {', '.join(names)}")
+    return out
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def host_info(arch: str, qemu: str) -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    version = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False).stdout
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "arch": arch,
+        "accel": "tcg",
+        "qemu": qemu,
+        "qemu_version": version.splitlines()[0] if version else "unknown",
+        "cpu_model": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+MARKS = (
+    "spawn_start",
+    "running",
+    "first_output",
+    "login_prompt",
+    "shell_prompt",
+    "harness_prompt",
+    "returned",
+)
+
+
+def summarize(boot: list[dict[str, Any]], rtt: dict[str, list[float]]) -> dict[str, Any]:
+    rows = [r for r in boot if not r["warmup"]]
+    summary: dict[str, Any] = {}
+    if rows:
+        h = [r["harness"]["total"] for r in rows]
+        b = [r["bare"]["total"] for r in rows]
+        ratios = [r["ratio"] for r in rows]
+        marks: dict[str, dict[str, float]] = {}
+        for variant in ("harness", "bare"):
+            keys = {k for r in rows for k in r[variant]["marks"]}
+            marks[variant] = {
+                k: median([r[variant]["marks"][k] for r in rows if k in r[variant]["marks"]]) for k in keys
+            }
+        summary["boot"] = {
+            "rounds": len(rows),
+            "harness_median_s": median(h),
+            "bare_median_s": median(b),
+            "ratio_median": median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "marks_median_s": marks,
+            "harness_cont_offset_median_s": median([r["harness"]["cont_offset"] for r in rows]),
+        }
+    if rtt:
+        stats = {
+            name: {
+                "n": len(v),
+                "p50_ms": percentile(v, 50) * 1e3,
+                "p95_ms": percentile(v, 95) * 1e3,
+                "min_ms": min(v) * 1e3,
+                "mean_ms": statistics.fmean(v) * 1e3,
+            }
+            for name, v in rtt.items()
+        }
+        p50 = {name: s["p50_ms"] for name, s in stats.items()}
+        summary["rtt"] = {
+            "stats": stats,
+            "ratio_run_true_over_console_echo_p50": p50["harness_run_true"] / p50["harness_console_echo"],
+            "ratio_console_echo_over_bare_echo_p50": p50["harness_console_echo"] / p50["bare_echo"],
+            "ratio_run_true_over_bare_frame_p50": p50["harness_run_true"] / p50["bare_run_frame"],
+            "ratio_run_true_over_bare_echo_p50": p50["harness_run_true"] / p50["bare_echo"],
+        }
+    return summary
+
+
+def print_report(info: dict[str, Any], summary: dict[str, Any]) -> None:
+    print()
+    print(f"pytest-minix harness overhead: {info['arch']}, accel {info['accel']}, {info['qemu_version']}")
+    print(f"host: {info['cpu_model']}, {info['cpus']} CPUs, {info['date']}")
+    boot = summary.get("boot")
+    if boot:
+        print()
+        print(f"Boot to shell ({boot['rounds']} rounds, alternating; seconds from the call)")
+        print(f"  {'milestone':<16}{'harness':>10}{'bare':>10}{'diff':>10}")
+        hm, bm = boot["marks_median_s"]["harness"], boot["marks_median_s"]["bare"]
+        for name in MARKS:
+            hv, bv = hm.get(name), bm.get(name)
+            diff = f"{hv - bv:+10.3f}" if hv is not None and bv is not None else f"{'':>10}"
+            hs = f"{hv:10.3f}" if hv is not None else f"{'-':>10}"
+            bs = f"{bv:10.3f}" if bv is not None else f"{'-':>10}"
+            print(f"  {name:<16}{hs}{bs}{diff}")
+        nan = float("nan")
+        print(
+            f"  (harness inside: files/hash {hm.get('files_s', nan) * 1e3:.1f} ms, "
+            f"overlay {hm.get('overlay_s', nan) * 1e3:.1f} ms (bare {bm.get('overlay_s', nan) * 1e3:.1f} ms), "
+            f"QMP connect {hm.get('qmp_connect_s', nan) * 1e3:.1f} ms)"
+        )
+        print(f"  median total: harness {boot['harness_median_s']:.3f} s, bare {boot['bare_median_s']:.3f} s")
+        print(
+            f"  median of per-round ratios harness/bare: {boot['ratio_median']:.4f} "
+            f"(min {boot['ratio_min']:.4f}, max {boot['ratio_max']:.4f}; goal <= 1.05)"
+        )
+    rtt = summary.get("rtt")
+    if rtt:
+        print()
+        print("Shell round trip (interleaved; ms)")
+        print(f"  {'variant':<22}{'p50':>9}{'p95':>9}{'min':>9}{'mean':>9}{'n':>6}")
+        for name, s in rtt["stats"].items():
+            print(f"  {name:<22}{s['p50_ms']:9.3f}{s['p95_ms']:9.3f}{s['min_ms']:9.3f}{s['mean_ms']:9.3f}{s['n']:6d}")
+        print(
+            f"  p50 ratios: run(true)/console echo {rtt['ratio_run_true_over_console_echo_p50']:.2f}, "
+            f"console echo/bare echo {rtt['ratio_console_echo_over_bare_echo_p50']:.2f}, "
+            f"run(true)/bare frame {rtt['ratio_run_true_over_bare_frame_p50']:.2f}, "
+            f"run(true)/bare echo {rtt['ratio_run_true_over_bare_echo_p50']:.2f}"
+        )
+        met = rtt["stats"]["harness_run_true"]["p50_ms"] < 5
+        print(f"  goal: run(true) p50 < 5 ms -> {'met' if met else 'NOT met'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--arch", choices=("i386", "arm"), default="i386")
+    ap.add_argument("--rounds", type=int, default=5, help="timed boot rounds per variant (default 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed boot rounds first (default 1)")
+    ap.add_argument("--rtt-samples", type=int, default=200, help="round-trip samples per variant (default 200)")
+    ap.add_argument("--json", type=Path, help="write raw samples and the summary here")
+    ap.add_argument("--log-dir", type=Path, help="keep serial/QEMU logs here (default: a temporary directory)")
+    args = ap.parse_args(argv)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    tmp = None if args.log_dir else tempfile.TemporaryDirectory(prefix="harness-overhead-")
+    log_dir = args.log_dir or Path(tmp.name if tmp else ".")
+    env = make_env(args.arch, log_dir)
+    info = host_info(args.arch, env.spec.qemu_binary or env.spec.config.qemu)
+    boot: list[dict[str, Any]] = []
+    rtt: dict[str, list[float]] = {}
+    try:
+        log(f"{args.arch}: {args.warmup} warm-up + {args.rounds} boot rounds, then {args.rtt_samples} RTT samples")
+        if args.rounds > 0:
+            boot = run_boot(env, args.rounds, args.warmup, log)
+        if args.rtt_samples > 0:
+            rtt = run_rtt(env, args.rtt_samples, log)
+    finally:
+        env.cleanup()
+        env.state.remove()
+        if tmp is not None:
+            tmp.cleanup()
+    summary = summarize(boot, rtt)
+    print_report(info, summary)
+    if args.json:
+        doc = {
+            "info": info,
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "summary": summary,
+            "boot_rounds": boot,
+            "rtt_samples_s": rtt,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
