@@ -55,7 +55,7 @@ from pytest_minix.machine import Machine, MachineSpec, find_qemu
 from pytest_minix.pool import HarnessConfig, VMPool
 from pytest_minix.profiles import GuestProfile, load_profile
 from pytest_minix.reference import ensure_reference
-from pytest_minix.shell import PS1, PS1_TYPED
+from pytest_minix.shell import ERR_FILE, PS1, PS1_TYPED
 from pytest_minix.statedir import StateDir
 from pytest_minix.vm import VM
 
@@ -395,18 +395,44 @@ def run_boot(env: Env, rounds: int, warmup: int, log: Callable[[str], None]) -> 
     return out
 
 
-def run_rtt(env: Env, samples: int, log: Callable[[str], None]) -> dict[str, list[float]]:
-    """Interleave the four round-trip variants, rotating their order every sample."""
-    pool = new_pool(env)
-    vm: VM = pool.boot(env.arch)
-    bare = new_bare(env)
-    bare.boot_to_shell(env.state, env.profile.boot_timeout)
-    # Configure the bare shell exactly as Shell.login configures the harness's.
-    bare.write(f"{env.profile.shell_setup}; PS1={PS1_TYPED}; PS2=''\r".encode())
-    bare.wait_for(HARNESS_PROMPT, 30.0)
-    time.sleep(0.5)  # let both guests settle
-    vm.console.discard()
-    frame_n = 10**6  # frame numbers the harness shell never reaches, for the bare copy of its frame
+# Shell functions for the "compact frame" what-if: the same markers as Shell._frame, but
+# each command types about 70 bytes instead of about 205.
+COMPACT_DEFS = (
+    f"_pmS() {{ printf '\\036S%s\\n' \"$1\"; }}; "
+    f"_pmR() {{ s=$?; printf '\\036R%s %d\\n' \"$1\" $s; "
+    f"[ -s {ERR_FILE} ] && {{ printf '\\036E%s\\n' \"$1\"; cat {ERR_FILE}; }}; printf '\\036Z%s\\n' \"$1\"; }}\n"
+)
+
+
+def compact_frame(cmd: str, n: int) -> str:
+    return f"_pmS {n}; {{ {cmd}\n}} 2>{ERR_FILE} </dev/null; _pmR {n}\n"
+
+
+def console_tty(vm: VM) -> str:
+    """The guest's console tty (ttyS0 on i386 pc, ttyAMA0 on arm virt)."""
+    words = vm.shell.run("cat /sys/class/tty/console/active").check().stdout.split()
+    return words[-1] if words else "ttyS0"
+
+
+def tty_speed(vm: VM, tty: str) -> int:
+    m = re.search(r"speed (\d+) baud", vm.shell.run(f"stty -F /dev/{tty}").check().stdout)
+    return int(m.group(1)) if m else 0
+
+
+RTT_VARIANTS = (
+    "harness_run_true",
+    "harness_console_echo",
+    "bare_echo",
+    "bare_run_frame",
+    "bare_compact_frame",
+)
+
+
+def sample_rtt(vm: VM, bare: BareVM, samples: int) -> dict[str, list[float]]:
+    """Interleave the round-trip variants, rotating their order every sample."""
+    # Shell ids are only required to be unique: take one so that the harness run of sample i
+    # gets base + 1 + i and the bare VM can be sent the very same text (same length).
+    base = next(vm.shell._ids)
 
     def harness_run(i: int) -> float:
         t = time.perf_counter()
@@ -426,9 +452,9 @@ def run_rtt(env: Env, samples: int, log: Callable[[str], None]) -> dict[str, lis
         bare.wait_for(pat, 10.0)
         return time.perf_counter() - t
 
-    def bare_frame(i: int) -> float:
-        n = frame_n + i
-        text = vm.shell._frame("true", n).encode()  # the exact bytes shell.run("true") types
+    def bare_frame(i: int, compact: bool = False) -> float:
+        n = base + 1 + i
+        text = (compact_frame("true", n) if compact else vm.shell._frame("true", n)).encode()
         pat = re.compile(rb"\x1eZ%d\r?\n" % n)
         t = time.perf_counter()
         bare.write(text)
@@ -440,15 +466,58 @@ def run_rtt(env: Env, samples: int, log: Callable[[str], None]) -> dict[str, lis
         "harness_console_echo": harness_echo,
         "bare_echo": bare_echo,
         "bare_run_frame": bare_frame,
+        "bare_compact_frame": functools.partial(bare_frame, compact=True),
     }
-    names = list(variants)
+    names = list(RTT_VARIANTS)
     out: dict[str, list[float]] = {name: [] for name in names}
     for i in range(samples):
         k = i % len(names)
         for name in names[k:] + names[:k]:
             out[name].append(variants[name](i))
-    log(f"  rtt: {samples} samples of each of {', '.join(names)}")
     return out
+
+
+def run_rtt(
+    env: Env, samples: int, what_if_baud: int, history_lines: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """One harness VM and one bare VM side by side: sample as booted, at ``what_if_baud``, after ``history_lines``."""
+    pool = new_pool(env)
+    vm: VM = pool.boot(env.arch)
+    bare = new_bare(env)
+    bare.boot_to_shell(env.state, env.profile.boot_timeout)
+    # Configure the bare shell exactly as Shell.login configures the harness's.
+    bare.write(f"{env.profile.shell_setup}; PS1={PS1_TYPED}; PS2=''\r".encode())
+    bare.wait_for(HARNESS_PROMPT, 30.0)
+    bare.write(COMPACT_DEFS.encode())
+    bare.wait_for(HARNESS_PROMPT, 30.0)
+    tty = console_tty(vm)
+    result: dict[str, Any] = {"tty": tty, "conditions": {}}
+    conditions: list[tuple[str, int, int]] = [("as_booted", 0, 0)]
+    if what_if_baud:
+        conditions.append((f"baud_{what_if_baud}", what_if_baud, 0))
+    if history_lines:
+        conditions.append((f"after_{history_lines}_lines", 0, history_lines))
+    for label, baud, lines in conditions:
+        if baud:
+            vm.shell.run(f"stty -F /dev/{tty} {baud}").check()
+            bare.write(f"stty -F /dev/{tty} {baud}\n".encode())
+            bare.wait_for(HARNESS_PROMPT, 30.0)
+        if lines:
+            # Fill the harness console's line history, as a long session (or a put()) does.
+            loop = f"i=0; while [ $i -lt {lines} ]; do echo $i; i=$((i+1)); done"
+            vm.shell.run(loop, timeout=600).check()
+        speed = tty_speed(vm, tty)
+        time.sleep(0.3)  # let both guests settle
+        vm.console.discard()
+        data = sample_rtt(vm, bare, samples)
+        history = len(vm.console.lines())
+        result["conditions"][label] = {"speed": speed, "console_lines": history, "samples_s": data}
+        p50 = {k: percentile(v, 50) * 1e3 for k, v in data.items()}
+        log(
+            f"  rtt {label} ({tty} at {speed} baud, {history} console lines): "
+            + ", ".join(f"{k} p50 {v:.2f} ms" for k, v in p50.items())
+        )
+    return result
 
 
 # -- reporting ---------------------------------------------------------------------------------
@@ -476,7 +545,11 @@ def host_info(arch: str, qemu: str) -> dict[str, Any]:
 
 
 MARKS = (
+    "files",
     "spawn_start",
+    "spawn_end",
+    "console_connected",
+    "qmp_connected",
     "running",
     "first_output",
     "login_prompt",
@@ -486,7 +559,31 @@ MARKS = (
 )
 
 
-def summarize(boot: list[dict[str, Any]], rtt: dict[str, list[float]]) -> dict[str, Any]:
+def rtt_stats(data: dict[str, list[float]]) -> dict[str, Any]:
+    stats = {
+        name: {
+            "n": len(v),
+            "p50_ms": percentile(v, 50) * 1e3,
+            "p95_ms": percentile(v, 95) * 1e3,
+            "min_ms": min(v) * 1e3,
+            "mean_ms": statistics.fmean(v) * 1e3,
+        }
+        for name, v in data.items()
+    }
+    p50 = {name: s["p50_ms"] for name, s in stats.items()}
+    return {
+        "stats": stats,
+        "ratios_p50": {
+            "run_true/console_echo": p50["harness_run_true"] / p50["harness_console_echo"],
+            "console_echo/bare_echo": p50["harness_console_echo"] / p50["bare_echo"],
+            "run_true/bare_run_frame": p50["harness_run_true"] / p50["bare_run_frame"],
+            "run_true/bare_echo": p50["harness_run_true"] / p50["bare_echo"],
+            "bare_compact_frame/bare_run_frame": p50["bare_compact_frame"] / p50["bare_run_frame"],
+        },
+    }
+
+
+def summarize(boot: list[dict[str, Any]], rtt: dict[str, Any]) -> dict[str, Any]:
     rows = [r for r in boot if not r["warmup"]]
     summary: dict[str, Any] = {}
     if rows:
@@ -510,24 +607,13 @@ def summarize(boot: list[dict[str, Any]], rtt: dict[str, list[float]]) -> dict[s
             "harness_cont_offset_median_s": median([r["harness"]["cont_offset"] for r in rows]),
         }
     if rtt:
-        stats = {
-            name: {
-                "n": len(v),
-                "p50_ms": percentile(v, 50) * 1e3,
-                "p95_ms": percentile(v, 95) * 1e3,
-                "min_ms": min(v) * 1e3,
-                "mean_ms": statistics.fmean(v) * 1e3,
+        summary["rtt"] = {"tty": rtt["tty"], "conditions": {}}
+        for label, cond in rtt["conditions"].items():
+            summary["rtt"]["conditions"][label] = {
+                "speed": cond["speed"],
+                "console_lines": cond["console_lines"],
+                **rtt_stats(cond["samples_s"]),
             }
-            for name, v in rtt.items()
-        }
-        p50 = {name: s["p50_ms"] for name, s in stats.items()}
-        summary["rtt"] = {
-            "stats": stats,
-            "ratio_run_true_over_console_echo_p50": p50["harness_run_true"] / p50["harness_console_echo"],
-            "ratio_console_echo_over_bare_echo_p50": p50["harness_console_echo"] / p50["bare_echo"],
-            "ratio_run_true_over_bare_frame_p50": p50["harness_run_true"] / p50["bare_run_frame"],
-            "ratio_run_true_over_bare_echo_p50": p50["harness_run_true"] / p50["bare_echo"],
-        }
     return summary
 
 
@@ -558,21 +644,19 @@ def print_report(info: dict[str, Any], summary: dict[str, Any]) -> None:
             f"  median of per-round ratios harness/bare: {boot['ratio_median']:.4f} "
             f"(min {boot['ratio_min']:.4f}, max {boot['ratio_max']:.4f}; goal <= 1.05)"
         )
-    rtt = summary.get("rtt")
-    if rtt:
+    rtt: dict[str, Any] = summary.get("rtt") or {}
+    for label, cond in rtt.get("conditions", {}).items():
         print()
-        print("Shell round trip (interleaved; ms)")
-        print(f"  {'variant':<22}{'p50':>9}{'p95':>9}{'min':>9}{'mean':>9}{'n':>6}")
-        for name, s in rtt["stats"].items():
-            print(f"  {name:<22}{s['p50_ms']:9.3f}{s['p95_ms']:9.3f}{s['min_ms']:9.3f}{s['mean_ms']:9.3f}{s['n']:6d}")
         print(
-            f"  p50 ratios: run(true)/console echo {rtt['ratio_run_true_over_console_echo_p50']:.2f}, "
-            f"console echo/bare echo {rtt['ratio_console_echo_over_bare_echo_p50']:.2f}, "
-            f"run(true)/bare frame {rtt['ratio_run_true_over_bare_frame_p50']:.2f}, "
-            f"run(true)/bare echo {rtt['ratio_run_true_over_bare_echo_p50']:.2f}"
+            f"Shell round trip, {label}: {rtt['tty']} at {cond['speed']} baud, "
+            f"{cond['console_lines']} lines in the console history (interleaved; ms)"
         )
-        met = rtt["stats"]["harness_run_true"]["p50_ms"] < 5
-        print(f"  goal: run(true) p50 < 5 ms -> {'met' if met else 'NOT met'}")
+        print(f"  {'variant':<22}{'p50':>9}{'p95':>9}{'min':>9}{'mean':>9}{'n':>6}")
+        for name, s in cond["stats"].items():
+            print(f"  {name:<22}{s['p50_ms']:9.3f}{s['p95_ms']:9.3f}{s['min_ms']:9.3f}{s['mean_ms']:9.3f}{s['n']:6d}")
+        print("  p50 ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in cond["ratios_p50"].items()))
+        met = cond["stats"]["harness_run_true"]["p50_ms"] < 5
+        print(f"  goal run(true) p50 < 5 ms: {'met' if met else 'NOT met'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -581,6 +665,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="timed boot rounds per variant (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed boot rounds first (default 1)")
     ap.add_argument("--rtt-samples", type=int, default=200, help="round-trip samples per variant (default 200)")
+    ap.add_argument(
+        "--what-if-baud",
+        type=int,
+        default=115200,
+        help="after the as-booted RTT samples, set the console tty to this speed on both VMs and sample again "
+        "(0: skip; default 115200)",
+    )
+    ap.add_argument(
+        "--history-lines",
+        type=int,
+        default=20000,
+        help="last, print this many lines on the harness VM (filling its console history) and sample again "
+        "(0: skip; default 20000)",
+    )
     ap.add_argument("--json", type=Path, help="write raw samples and the summary here")
     ap.add_argument("--log-dir", type=Path, help="keep serial/QEMU logs here (default: a temporary directory)")
     args = ap.parse_args(argv)
@@ -598,13 +696,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = make_env(args.arch, log_dir)
     info = host_info(args.arch, env.spec.qemu_binary or env.spec.config.qemu)
     boot: list[dict[str, Any]] = []
-    rtt: dict[str, list[float]] = {}
+    rtt: dict[str, Any] = {}
     try:
         log(f"{args.arch}: {args.warmup} warm-up + {args.rounds} boot rounds, then {args.rtt_samples} RTT samples")
         if args.rounds > 0:
             boot = run_boot(env, args.rounds, args.warmup, log)
         if args.rtt_samples > 0:
-            rtt = run_rtt(env, args.rtt_samples, log)
+            rtt = run_rtt(env, args.rtt_samples, args.what_if_baud, args.history_lines, log)
     finally:
         env.cleanup()
         env.state.remove()
@@ -618,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "args": {k: str(v) for k, v in vars(args).items()},
             "summary": summary,
             "boot_rounds": boot,
-            "rtt_samples_s": rtt,
+            "rtt": rtt,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

@@ -107,3 +107,34 @@ def test_state_dir_is_private(guest: VM) -> None:
 def test_vm_marker_gives_own_vm(guest: VM) -> None:
     assert guest.machine.spec.memory == 192
     assert "pmtest=marker" in guest.shell.run("cat /proc/cmdline").stdout
+
+
+def test_kernel_messages_interleaved_with_output_are_filtered(guest: VM) -> None:
+    if guest.profile.name != "reference":
+        pytest.skip("needs the reference guest's /dev/kmsg")
+    # An emergency-level message reaches the console even at the init's low printk level.
+    r = guest.shell.run("echo before; echo '<0>pytest-minix interleaved kmsg' > /dev/kmsg; sleep 0.2; echo after")
+    assert r.status == 0
+    assert r.stdout == "before\nafter\n"
+    assert any("pytest-minix interleaved kmsg" in ln.text for ln in guest.console.lines())
+
+
+_BROKEN_PIDS: dict[str, int] = {}
+
+
+def test_killed_shell_marks_vm_broken(guest: VM) -> None:
+    # The login shell dies; getty shows a new login prompt, and the harness's marker
+    # never comes back: the VM cannot be resynchronised and is marked broken.
+    with pytest.raises(CommandTimeout):
+        guest.shell.run("kill -9 $$", timeout=3)
+    assert guest.broken is not None
+    _BROKEN_PIDS[guest.arch] = guest.machine.pid or 0
+
+
+def test_broken_vm_is_replaced_by_a_fresh_one(guest: VM) -> None:
+    old = _BROKEN_PIDS.get(guest.arch)
+    if old is None:
+        pytest.skip("runs after test_killed_shell_marks_vm_broken")
+    assert guest.machine.pid != old
+    assert guest.broken is None
+    assert guest.shell.run("echo fresh").stdout == "fresh\n"
