@@ -101,6 +101,23 @@ def _regex(path: Path, key: str, text: Any) -> re.Pattern[str]:
         raise ConfigError(f"{path}: {key} is not a valid regex ({exc}): {text!r}.") from None
 
 
+TOP_KEYS = {"name", "description", "artifacts", "boot_timeout", "first_output_timeout", "memory", "login", "shell",
+            "panic_patterns", "noise_patterns", "markers", "arch"}  # fmt: skip
+LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt"}
+SHELL_KEYS = {"kind", "setup", "uname_s", "checksum"}
+ARCH_KEYS = {"qemu", "machine", "cpu", "kernel", "initrd", "append", "args", "kvm_capable_hosts"}
+
+
+def _known(path: Path, where: str, table: dict[str, Any], keys: set[str]) -> None:
+    """Unknown keys are errors: a key under the wrong [table] would otherwise vanish."""
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(where + k for k in unknown)}; valid keys here: "
+            f"{', '.join(sorted(keys))}. (A top-level key placed after a [table] header belongs to that table.)"
+        )
+
+
 def _checksum(path: Path, tool: Any) -> str:
     if tool not in ("cksum", "sha256sum"):
         raise ConfigError(f"{path}: shell.checksum must be 'cksum' or 'sha256sum', got {tool!r}.")
@@ -119,12 +136,16 @@ def parse_profile(path: Path) -> GuestProfile:
             raise ConfigError(f"{path}: missing key '{where}{key}'; see vm/reference.toml for the format.")
         return table[key]
 
+    _known(path, "", data, TOP_KEYS)
     login = need(data, "login")
+    _known(path, "login.", login, LOGIN_KEYS)
     shell = data.get("shell", {})
+    _known(path, "shell.", shell, SHELL_KEYS)
     arches: dict[str, ArchConfig] = {}
     for arch, conf in need(data, "arch").items():
         if arch not in ARCHES:
             raise ConfigError(f"{path}: unknown arch {arch!r} in [arch]; valid arches: {', '.join(ARCHES)}.")
+        _known(path, f"arch.{arch}.", conf, ARCH_KEYS)
         arches[arch] = ArchConfig(
             arch=arch,
             qemu=need(conf, "qemu", f"arch.{arch}."),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix import VM, CommandTimeout
+from pytest_minix import VM, CommandTimeout, GuestPanic
 
 
 def test_login_gives_root_shell(guest: VM) -> None:
@@ -138,3 +138,12 @@ def test_broken_vm_is_replaced_by_a_fresh_one(guest: VM) -> None:
     assert guest.machine.pid != old
     assert guest.broken is None
     assert guest.shell.run("echo fresh").stdout == "fresh\n"
+
+
+def test_kernel_panic_during_command_is_reported(guest: VM) -> None:
+    if guest.profile.name != "reference":
+        pytest.skip("crashes the kernel through Linux's /proc/sysrq-trigger")
+    with pytest.raises(GuestPanic, match="Kernel panic - not syncing") as exc:
+        guest.shell.run("echo c > /proc/sysrq-trigger", timeout=60)
+    assert str(guest.log_path) in str(exc.value)
+    assert guest.broken is not None  # the pool replaces it for the next test

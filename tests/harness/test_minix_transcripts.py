@@ -11,13 +11,13 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pytest_minix.console import Console
+from pytest_minix.console import Console, Line
 from pytest_minix.errors import GuestPanic
 from pytest_minix.paths import vm_dir
 from pytest_minix.profiles import GuestProfile, load_profile, parse_profile
@@ -158,12 +158,15 @@ def profile() -> GuestProfile:
     return load_profile("minix")
 
 
+Replayer = Callable[[list[Step], float], tuple[Console, MinixReplay]]
+
+
 @pytest.fixture
-def replay(tmp_path: Path) -> Iterator[object]:
+def replay(tmp_path: Path) -> Iterator[Replayer]:
     """``replay(steps, scale)`` -> a connected Console fed by a MinixReplay."""
     opened: list[tuple[Console, MinixReplay]] = []
 
-    def start(steps: list[Step], scale: float = 0.0) -> tuple[Console, MinixReplay]:
+    def start(steps: list[Step], scale: float) -> tuple[Console, MinixReplay]:
         n = len(opened)
         peer = MinixReplay(tmp_path / f"s{n}.sock", steps, scale)
         con = Console(tmp_path / f"s{n}.sock", tmp_path / f"serial{n}.log")
@@ -181,6 +184,16 @@ def _boot_then_login(name: str) -> list[Step]:
     """Boot bytes up to `login: `, then wait for `root` like getty, then the rest."""
     boot, rest = split_after(transcript(name), b"login: ")
     return [*boot, Await(rb"root\r"), *rest]
+
+
+def _log_lines(name: str) -> list[Line]:
+    """The ``.log``'s MINIX lines as Console Lines, for the recorded timeline."""
+    out: list[Line] = []
+    for line in (FIXTURES / f"{name}.log").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\[\s*(\d+\.\d+)\] ?(.*)$", line)
+        if m and not m.group(2).startswith((">>> ", "<<< ")):
+            out.append(Line(float(m.group(1)), m.group(2)))
+    return out
 
 
 # -- the profile --------------------------------------------------------------
@@ -212,10 +225,10 @@ def test_panic_patterns_spare_ordinary_output_and_driver_crashes(profile: GuestP
 
 
 # -- replays ------------------------------------------------------------------
-def test_boot_to_login_markers_and_timing(replay: object, profile: GuestProfile) -> None:
+def test_boot_to_login_markers_and_timing(replay: Replayer, profile: GuestProfile) -> None:
     scale = 0.1  # 12.7 recorded seconds in about 1.3 s, gaps large enough to measure
     sends = transcript("boot-to-login")
-    con, peer = replay(sends, scale)  # type: ignore[operator]
+    con, peer = replay(list(sends), scale)
     m = con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     peer.finish()
     assert m.before.endswith("Minix/i386 (minix) (console)\r\r\n\r\r\n")
@@ -236,36 +249,26 @@ def test_boot_to_login_markers_and_timing(replay: object, profile: GuestProfile)
     assert (m.t - got["kernel"]) / span == pytest.approx((12.716 - first) / (last - first), abs=0.15)
 
 
-def _log_lines(name: str) -> list[object]:
-    """The ``.log``'s MINIX lines as Console Lines, for the recorded timeline."""
-    from pytest_minix.console import Line
-
-    out: list[object] = []
-    for line in (FIXTURES / f"{name}.log").read_text(encoding="utf-8").splitlines():
-        m = re.match(r"\[\s*(\d+\.\d+)\] ?(.*)$", line)
-        if m and not m.group(2).startswith((">>> ", "<<< ")):
-            out.append(Line(float(m.group(1)), m.group(2)))
-    return out
-
-
-def test_dirty_fsck_boot_keeps_markers_and_login(replay: object, profile: GuestProfile) -> None:
-    con, peer = replay(_boot_then_login("boot-dirty-fsck"), 0.01)  # type: ignore[operator]
+def test_dirty_fsck_boot_keeps_markers_and_login(replay: Replayer, profile: GuestProfile) -> None:
+    con, peer = replay(_boot_then_login("boot-dirty-fsck"), 0.01)
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     texts = [ln.text for ln in con.head()]
     assert sum("dirty, performing fsck" in t for t in texts) == 3
     assert sum("----- FILE SYSTEM MARKED CLEAN -----" in t for t in texts) == 3
     timeline = Timeline.from_lines(con.head(), profile.markers)
     assert [ms.name for ms in timeline.milestones] == BOOT_MARKERS
-    assert timeline.get("root") is not None and timeline.get("root").text == "Root device name is /dev/c0d0p0"  # type: ignore[union-attr]
+    root = timeline.get("root")
+    assert root is not None and root.text == "Root device name is /dev/c0d0p0"
     # fsck ran between the root device and multi-user startup.
     last_clean = max(i for i, t in enumerate(texts) if "MARKED CLEAN" in t)
-    assert texts.index("Root device name is /dev/c0d0p0") < last_clean < texts.index("Multiuser startup in progress ...")
+    root_i, multi_i = texts.index("Root device name is /dev/c0d0p0"), texts.index("Multiuser startup in progress ...")
+    assert root_i < last_clean < multi_i
     con.write("root\r")
     con.expect(profile.login.shell_prompt, 10, what="the shell prompt")
     peer.finish()
 
 
-def test_login_prompt_then_uname_and_interleaved_output(replay: object, profile: GuestProfile) -> None:
+def test_login_prompt_then_uname_and_interleaved_output(replay: Replayer, profile: GuestProfile) -> None:
     sends = transcript("boot-login-commands")
     boot, rest = split_after(sends, b"login: ")
     after_login, rest = split_after(rest, b"minix# ")
@@ -273,7 +276,7 @@ def test_login_prompt_then_uname_and_interleaved_output(replay: object, profile:
     _, shutdown = split_after(rest, b"minix# shutdown -p now\r\n")
     steps: list[Step] = [*boot, Await(rb"root\r"), *after_login, Await(rb"uname -a\r"), *uname,
                          Await(rb"shutdown -p now\r"), *shutdown]  # fmt: skip
-    con, peer = replay(steps, 0.005)  # type: ignore[operator]
+    con, peer = replay(steps, 0.005)
 
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns)
     con.write("root\r")
@@ -301,8 +304,8 @@ def test_login_prompt_then_uname_and_interleaved_output(replay: object, profile:
     assert "\x07*** FINAL System shutdown message from root@minix ***\x07" in [t.rstrip() for t in texts]
 
 
-def test_cttyline_pitfall_fails_fast_with_the_tty_line(replay: object, profile: GuestProfile) -> None:
-    con, _ = replay(transcript("cttyline-pitfall"), 0.1)  # type: ignore[operator]
+def test_cttyline_pitfall_fails_fast_with_the_tty_line(replay: Replayer, profile: GuestProfile) -> None:
+    con, _ = replay(transcript("cttyline-pitfall"), 0.1)
     start = time.monotonic()
     with pytest.raises(GuestPanic) as exc:
         con.expect(profile.login.prompt, profile.boot_timeout, fail_on=profile.panic_patterns, what="the login prompt")
@@ -310,14 +313,14 @@ def test_cttyline_pitfall_fails_fast_with_the_tty_line(replay: object, profile: 
     assert "TTY: not initializing rs232 line 0 (in use by kernel)" in str(exc.value)
 
 
-def test_shell_login_against_replayed_minix(replay: object, profile: GuestProfile) -> None:
+def test_shell_login_against_replayed_minix(replay: Replayer, profile: GuestProfile) -> None:
     """The real Shell.login against MINIX's recorded login bytes (a replay, not a live MINIX)."""
     boot, rest = split_after(transcript("boot-login-commands"), b"login: ")
     after_login, _ = split_after(rest, b"minix# ")
     steps: list[Step] = [*boot, Await(rb"root\r"), *after_login,
                          # The setup line, echoed (echo is on until its stty runs), then the new PS1.
                          Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(after_login[-1].t, PS1.encode())]  # fmt: skip
-    con, peer = replay(steps, 0.01)  # type: ignore[operator]
+    con, peer = replay(steps, 0.01)
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     t = Shell(con, profile).login(timeout=10)
     peer.finish()

@@ -94,3 +94,17 @@ def test_runtime_root_rejects_a_shared_directory(tmp_path: Path, monkeypatch: py
     root.chmod(0o777)
     with pytest.raises(PermissionError, match="not a private directory"):
         statedir.runtime_root()
+
+
+def test_key_under_wrong_table_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name="b"\n[login]\nprompt="x"\nuser="r"\nshell_prompt="#"\n[shell]\nsetup="stty -echo"\n'
+                   'panic_patterns=["oops"]\n[arch.i386]\nqemu="q"\nmachine="pc"\n')  # fmt: skip
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) shell\.panic_patterns"):
+        parse_profile(bad)
+
+
+def test_reference_profile_has_failure_and_noise_patterns() -> None:
+    p = load_profile("reference")
+    assert any(pat.search("Kernel panic - not syncing: VFS") for pat in p.panic_patterns)
+    assert any(pat.search("[    3.819401] message") for pat in p.noise_patterns)
