@@ -60,6 +60,7 @@ class GuestProfile:
     shell_setup: str
     uname_s: str
     checksum: str
+    input_max: int
     panic_patterns: tuple[re.Pattern[str], ...]
     noise_patterns: tuple[re.Pattern[str], ...]
     markers: tuple[Marker, ...]
@@ -104,7 +105,7 @@ def _regex(path: Path, key: str, text: Any) -> re.Pattern[str]:
 TOP_KEYS = {"name", "description", "artifacts", "boot_timeout", "first_output_timeout", "memory", "login", "shell",
             "panic_patterns", "noise_patterns", "markers", "arch"}  # fmt: skip
 LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt"}
-SHELL_KEYS = {"kind", "setup", "uname_s", "checksum"}
+SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max"}
 ARCH_KEYS = {"qemu", "machine", "cpu", "kernel", "initrd", "append", "args", "kvm_capable_hosts"}
 
 
@@ -174,6 +175,7 @@ def parse_profile(path: Path) -> GuestProfile:
         shell_setup=shell.get("setup", "stty -echo"),
         uname_s=shell.get("uname_s", ""),
         checksum=_checksum(path, shell.get("checksum", "cksum")),
+        input_max=int(shell.get("input_max", 200)),
         panic_patterns=tuple(_regex(path, "panic_patterns", p) for p in data.get("panic_patterns", ())),
         noise_patterns=tuple(_regex(path, "noise_patterns", p) for p in data.get("noise_patterns", ())),
         markers=tuple(

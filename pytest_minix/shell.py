@@ -174,16 +174,17 @@ class Shell:
         data = Path(local).read_bytes()
         q = shlex.quote(remote)
         self.run(f": > {q}", timeout).check()
-        per_line = max(1, (self.line_max - len(q) - 20) // 4)
+        per_line = max(1, (min(self.line_max, self.profile.input_max - 120) - len(q) - 20) // 4)
         lines = [
             "printf '" + "".join(f"\\{b:03o}" for b in data[i : i + per_line]) + f"' >> {q}"
             for i in range(0, len(data), per_line)
         ]
-        # Several lines per round trip, but never more than one tty input buffer's worth.
+        # Several lines per round trip, but never more than the guest's tty input buffer
+        # holds (a full MINIX queue discards characters): the profile's input_max.
         batch: list[str] = []
         size = 0
         for line in [*lines, None]:
-            if line is None or size + len(line) + 1 > 3000:
+            if line is None or size + len(line) + 1 > self.profile.input_max:
                 if batch:
                     self.run("\n".join(batch), timeout).check()
                 batch, size = [], 0

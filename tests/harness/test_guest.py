@@ -147,3 +147,17 @@ def test_kernel_panic_during_command_is_reported(guest: VM) -> None:
         guest.shell.run("echo c > /proc/sysrq-trigger", timeout=60)
     assert str(guest.log_path) in str(exc.value)
     assert guest.broken is not None  # the pool replaces it for the next test
+
+
+def test_put_with_minix_sized_input_buffer(guest: VM, tmp_path: Path) -> None:
+    # MINIX's tty queue holds 256 bytes: the same transfer must work in such small batches.
+    import dataclasses
+
+    from pytest_minix.shell import Shell
+
+    small = Shell(guest.console, dataclasses.replace(guest.profile, input_max=250))
+    small._ids = guest.shell._ids  # share the marker counter with the VM's shell
+    data = bytes(range(256)) * 2
+    (tmp_path / "s.bin").write_bytes(data)
+    small.put(tmp_path / "s.bin", "/tmp/s.bin")
+    assert guest.shell.get("/tmp/s.bin", tmp_path / "s.back") == data
