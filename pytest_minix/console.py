@@ -8,7 +8,6 @@ and the retained lines are capped, and what was dropped is counted.
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import contextlib
 import re
@@ -214,11 +213,12 @@ class Console:
         return self._eof
 
     def _time_at(self, offset: int) -> float:
-        starts = self._line_starts
-        if not starts:
-            return time.monotonic() - self.t0
-        i = bisect.bisect_right([s for s, _ in starts], offset) - 1
-        return starts[max(i, 0)][1]
+        # Matches are almost always in the last few lines: scan from the end rather than
+        # copying every retained line start on each match.
+        for start, t in reversed(self._line_starts):
+            if start <= offset:
+                return t
+        return self._line_starts[0][1] if self._line_starts else time.monotonic() - self.t0
 
     def discard(self) -> None:
         """Forget unconsumed text (before sending a command whose output matters)."""

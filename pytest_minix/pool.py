@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -21,7 +22,9 @@ from .vm import VM
 Provider = Callable[[str], tuple[dict[str, Path], dict[str, Path]]]
 
 
+@functools.cache
 def _reference_provider(arch: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    # Cached per process: verifying the artifacts' hashes costs ~20 ms per boot.
     from .reference import ensure_reference
 
     art = ensure_reference(arch)
