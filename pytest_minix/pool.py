@@ -78,8 +78,10 @@ class VMPool:
     def files(self, arch: str) -> tuple[dict[str, Path], dict[str, Path]]:
         provider = PROVIDERS.get(self.profile.artifacts)
         if provider is None:
-            raise ConfigError(f"Guest {self.profile.name!r} needs artifacts {self.profile.artifacts!r}, "
-                              "which this version of pytest-minix cannot provide.")  # fmt: skip
+            raise ConfigError(
+                f"Guest {self.profile.name!r} needs {self.profile.artifacts!r} boot files (kernel, modules, image), "
+                "which this version of pytest-minix cannot fetch or extract yet. Use --guest=reference."
+            )
         return provider(arch)
 
     def get(self, arch: str) -> VM:

@@ -71,3 +71,10 @@ def test_missing_qemu_names_the_package(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     result.assert_outcomes(errors=1)
     assert "apt-get install qemu-system-x86 qemu-utils" in out and "--qemu-i386" in out
+
+
+def test_minix_guest_without_image_support_says_what_to_use(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--guest=minix")
+    result.assert_outcomes(errors=1)
+    assert "cannot fetch or extract yet. Use --guest=reference." in result.stdout.str()
