@@ -91,6 +91,7 @@ class Console:
         self._eof_reason = ""
         self._thread: threading.Thread | None = None
         self.listeners: list[Callable[[Line], None]] = []
+        self.taps: list[Callable[[bytes], None]] = []  # raw bytes as they arrive (interactive console)
         self.bytes_received = 0
 
     # -- connection -------------------------------------------------------
@@ -155,6 +156,8 @@ class Console:
             except OSError:
                 pass  # a full disk must not stop the console; the error surfaces elsewhere
         self.bytes_received += len(data)
+        for tap in self.taps:
+            tap(data)
         text = self._decoder.decode(data)
         t = now - self.t0
         completed: list[Line] = []

@@ -23,6 +23,14 @@ class ImageError(HarnessError):
     """An image or build artifact is missing, corrupt or unusable."""
 
 
+class DownloadError(ImageError):
+    """A download failed (HTTP error, timeout, cut connection) after its retries."""
+
+
+class GuestUnavailable(HarnessError):
+    """The guest cannot be had here (no image offline, no machine in this QEMU): tests skip."""
+
+
 class BuildError(HarnessError):
     """The reference guest could not be built."""
 

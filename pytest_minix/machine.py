@@ -30,13 +30,14 @@ class MachineSpec:
 
     arch: str
     config: ArchConfig
-    files: dict[str, Path]
+    files: dict[str, str | Path]
     accel: str = "tcg"
     memory: int = 256
     qemu_binary: str | None = None
     boot_args: str = ""
     qemu_args: tuple[str, ...] = ()
     disks: dict[str, Path] = field(default_factory=dict)  # placeholder -> base image (overlaid)
+    disk_formats: dict[str, str] = field(default_factory=dict)  # placeholder -> base format if not raw
     network: bool = False
 
 
@@ -50,6 +51,21 @@ def find_qemu(binary: str, arch: str) -> str:
             f"`sudo apt-get install {pkg} qemu-utils`, or pass its path with --qemu-{arch}."
         )
     return path
+
+
+_machines: dict[str, frozenset[str]] = {}
+
+
+def qemu_machines(qemu: str) -> frozenset[str]:
+    """Machine types this QEMU binary offers (``-machine help``), cached per binary."""
+    if qemu not in _machines:
+        try:
+            out = subprocess.run([qemu, "-machine", "help"], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise QemuNotFound(f"{qemu} -machine help failed ({exc}); is this a working QEMU binary?") from None
+        names = {ln.split()[0] for ln in out.stdout.splitlines()[1:] if ln.strip() and not ln.startswith(" ")}
+        _machines[qemu] = frozenset(names)
+    return _machines[qemu]
 
 
 def make_overlay(base: Path, overlay: Path, fmt: str = "raw") -> None:
@@ -93,7 +109,7 @@ class Machine:
         files = {k: str(v) for k, v in spec.files.items()}
         for key, base in spec.disks.items():
             overlay = self.dir / f"{key}.qcow2"
-            make_overlay(base, overlay)
+            make_overlay(base, overlay, spec.disk_formats.get(key, "raw"))
             files[key] = str(overlay)
 
         def fill(text: str) -> str:
@@ -123,7 +139,7 @@ class Machine:
             argv += ["-append", append]
         argv += [fill(a) for a in conf.args]
         # Guest network is off unless asked for; then user-mode only, no host forwards.
-        argv += ["-nic", "user,model=virtio-net-pci" if spec.network else "none"]
+        argv += ["-nic", f"user,model={conf.nic}" if spec.network else "none"]
         argv += list(spec.qemu_args)
         return argv
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import types
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 
 from .accel import AccelChooser
-from .errors import HarnessError
+from .errors import ConfigError, GuestUnavailable, HarnessError
+from .images import OFFLINE_ENV, offline_from_env
+from .minix import MinixSource
 from .pool import HarnessConfig, VMOptions, VMPool
 from .profiles import ARCHES, load_profile
 from .vm import VM
@@ -19,13 +22,18 @@ from .vm import VM
 OPTIONS: list[tuple[str, str, str, Any]] = [
     # (option, ini name, help, default)
     ("--arch", "minix_arch", "guest arch: i386, arm or all (default i386)", "i386"),
-    ("--guest", "minix_guest", "guest profile from vm/ (default reference)", "reference"),
+    ("--guest", "minix_guest", "guest profile from vm/: minix (default) or reference", "minix"),
     ("--accel", "minix_accel", "accelerator: auto (KVM if it works, else TCG), kvm or tcg", "auto"),
     ("--boot-timeout", "minix_boot_timeout", "seconds to reach the login prompt (default: the guest's)", None),
     ("--vm-memory", "minix_vm_memory", "guest RAM in MiB (default: the guest's)", None),
     ("--vm-log-dir", "minix_vm_log_dir", "where serial and QEMU logs go (default: <basetemp>/vm-logs)", None),
     ("--qemu-i386", "minix_qemu_i386", "QEMU binary for i386 guests", None),
     ("--qemu-arm", "minix_qemu_arm", "QEMU binary for ARM guests", None),
+    ("--minix-image", "minix_image", "your own MINIX ISO, raw or qcow2 disk image (never written)", None),
+    ("--minix-release", "minix_release", "MINIX release to fetch (default: the manifest's, 3.4.0rc6)", None),
+    ("--minix-boot-dir", "minix_boot_dir", "directory with kernel and modNN_* modules (for a disk image)", None),
+    ("--minix-sha256", "minix_sha256", "pin the SHA-256 of the MINIX image (or of its download)", None),
+    ("--minix-arm-image", "minix_arm_image", "MINIX/arm SD card image (needs a QEMU with -M beaglexm)", None),
 ]
 
 
@@ -34,8 +42,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for opt, ini, help_, _default in OPTIONS:
         group.addoption(opt, dest=ini, default=None, help=f"{help_} [ini: {ini}]")
         parser.addini(ini, help_, default=None)
-    group.addoption("--vm-network", dest="minix_vm_network", action="store_true", default=False,
-                    help="give guests a user-mode NIC (no host port forwards); off by default")  # fmt: skip
+    group.addoption(
+        "--vm-network",
+        dest="minix_vm_network",
+        action="store_true",
+        default=False,
+        help="give guests a user-mode NIC (no host port forwards); off by default",
+    )
+    group.addoption("--offline", dest="minix_offline", action="store_true", default=False,
+                    help=f"never download images (also: ${OFFLINE_ENV}=1)")  # fmt: skip
 
 
 def _setting(config: pytest.Config, ini: str, default: Any) -> Any:
@@ -70,8 +85,21 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
     if memory is not None and (not str(memory).isdigit() or int(memory) < 16):
         raise pytest.UsageError(f"--vm-memory must be a whole number of MiB (at least 16), got {memory!r}.")
     custom_log = _setting(config, "minix_vm_log_dir", None)
+
+    def path(ini: str) -> Path | None:
+        value = _setting(config, ini, None)
+        return Path(str(value)).expanduser().resolve() if value else None
+
+    minix = MinixSource(
+        image=path("minix_image"),
+        release=_setting(config, "minix_release", None),
+        boot_dir=path("minix_boot_dir"),
+        sha256=str(_setting(config, "minix_sha256", "")),
+        arm_image=path("minix_arm_image"),
+        offline=bool(config.getoption("minix_offline")) or offline_from_env(),
+    )
     return HarnessConfig(
-        guest=str(_setting(config, "minix_guest", "reference")),
+        guest=str(_setting(config, "minix_guest", "minix")),
         arches=arches,
         accel=str(_setting(config, "minix_accel", "auto")),
         boot_timeout=_float("--boot-timeout", _setting(config, "minix_boot_timeout", None)),
@@ -79,7 +107,29 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         log_dir=Path(custom_log).resolve() if custom_log else log_dir,
         qemu_binaries={a: str(b) for a in ARCHES if (b := _setting(config, f"minix_qemu_{a}", ""))},
         network=bool(config.getoption("minix_vm_network")),
+        minix=minix,
     )
+
+
+def _check_minix(src: MinixSource) -> None:
+    """Bad --minix-* values fail the session at start."""
+    from .releases import check_sha256, load_manifest
+
+    check_sha256(src.sha256, "--minix-sha256")
+    if src.release is not None or src.image is None:
+        load_manifest().get(src.release)
+    for opt, p, want_dir in (("--minix-image", src.image, False), ("--minix-boot-dir", src.boot_dir, True),
+                             ("--minix-arm-image", src.arm_image, False)):  # fmt: skip
+        if p is not None and not (p.is_dir() if want_dir else p.is_file()):
+            what = "directory" if want_dir else "file"
+            raise ConfigError(f"{opt} {p}: no such {what}. Check the path.")
+    if src.image is not None and src.boot_dir is None and src.release is None:
+        from .iso import image_kind
+
+        if image_kind(src.image) != "iso":
+            from .minix import disk_needs_boot_files
+
+            raise disk_needs_boot_files(src.image)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,6 +145,8 @@ def pytest_configure(config: pytest.Config) -> None:
         for arch in settings.arches:
             profile.arch(arch)
         AccelChooser(settings.accel)
+        if profile.artifacts == "minix":
+            _check_minix(settings.minix)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
     # SIGTERM should clean up like Ctrl-C does: stop QEMU, remove sockets.
@@ -143,6 +195,7 @@ def vm_pool(pytestconfig: pytest.Config, minix_config: HarnessConfig) -> Iterato
 def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
     """A healthy booted VM of the parametrized arch, logged in as root."""
     arch = getattr(request, "param", vm_pool.config.arches[0])
+    _need_media(request, vm_pool, arch)
     marker = request.node.get_closest_marker("vm")
     if marker is not None:
         opts = VMOptions(
@@ -166,6 +219,17 @@ def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
 _VM = pytest.StashKey[VM]()
 
 
+def _need_media(request: pytest.FixtureRequest, pool: VMPool, arch: str) -> None:
+    """Fetch or extract the guest's boot media (output shown live), or skip when it cannot be had."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    ctx = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+    try:
+        with ctx:
+            pool.media(arch)
+    except GuestUnavailable as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
@@ -179,10 +243,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     pools = config.stash.get(_POOLS, [])
+    tr = terminalreporter
+    missing = {reason for pool in pools for reason in pool.unavailable().values()}
+    if missing:
+        tr.section("pytest-minix: guest unavailable, its tests were skipped")
+        for reason in sorted(missing):
+            tr.write_line(reason)
     boots = [vm for pool in pools for vm in pool.boots]
     if not boots:
         return
-    tr = terminalreporter
     tr.section("pytest-minix VMs")
     for vm in boots:
         tl = vm.boot.timeline if vm.boot else None

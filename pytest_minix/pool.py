@@ -11,34 +11,46 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .accel import KVM_FAILURE_SIGNS, AccelChooser
-from .errors import ConfigError, HarnessError, VMError
-from .machine import Machine, MachineSpec, find_qemu
+from .errors import ConfigError, GuestUnavailable, HarnessError, VMError
+from .machine import Machine, MachineSpec, find_qemu, qemu_machines
+from .media import BootMedia
+from .minix import MinixSource
 from .profiles import GuestProfile, load_profile
 from .statedir import StateDir
 from .vm import VM
 
-# Where a guest's boot files come from: profile "artifacts" name -> provider(arch) ->
-# (files for placeholders, base disk images to overlay).
-Provider = Callable[[str], tuple[dict[str, Path], dict[str, Path]]]
+# Where a guest's boot files come from: profile "artifacts" name -> provider(arch, config).
+Provider = Callable[[str, "HarnessConfig"], BootMedia]
 
 
 @functools.cache
-def _reference_provider(arch: str) -> tuple[dict[str, Path], dict[str, Path]]:
+def _reference_media(arch: str) -> BootMedia:
     # Cached per process: verifying the artifacts' hashes costs ~20 ms per boot.
     from .reference import ensure_reference
 
     art = ensure_reference(arch)
-    return {"kernel": art.kernel, "initrd": art.initrd}, {"disk": art.disk}
+    return BootMedia(files={"kernel": art.kernel, "initrd": art.initrd}, disks={"disk": art.disk},
+                     description=f"reference guest, Linux {art.kernel_version}")  # fmt: skip
 
 
-PROVIDERS: dict[str, Provider] = {"reference": _reference_provider}
+def _reference_provider(arch: str, config: HarnessConfig) -> BootMedia:
+    return _reference_media(arch)
+
+
+def _minix_provider(arch: str, config: HarnessConfig) -> BootMedia:
+    from .minix import minix_media
+
+    return minix_media(arch, config.minix, config.notify)
+
+
+PROVIDERS: dict[str, Provider] = {"reference": _reference_provider, "minix": _minix_provider}
 
 
 @dataclass
 class HarnessConfig:
     """The session's settings (from options and ini), shared by every VM."""
 
-    guest: str = "reference"
+    guest: str = "minix"
     arches: tuple[str, ...] = ("i386",)
     accel: str = "auto"
     boot_timeout: float | None = None
@@ -46,6 +58,9 @@ class HarnessConfig:
     log_dir: Path = field(default_factory=lambda: Path("vm-logs"))
     qemu_binaries: dict[str, str] = field(default_factory=dict)
     network: bool = False
+    minix: MinixSource = field(default_factory=MinixSource)
+    # Progress and trust-on-first-use messages (fetching an image); default: stderr.
+    notify: Callable[[str], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,17 +87,47 @@ class VMPool:
         self._all: list[VM] = []
         self._counter = itertools.count(1)
         self._lock = threading.RLock()
+        self._media: dict[str, BootMedia | GuestUnavailable] = {}
+        self._machines: list[Machine] = []
         self.boots: list[VM] = []
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
-    def files(self, arch: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    def media(self, arch: str) -> BootMedia:
+        """The arch's boot media, resolved once (fetching or extracting as needed).
+
+        Raises GuestUnavailable (tests skip) when the guest cannot be had here: the
+        QEMU binary lacks the machine, or no image can be found or downloaded. The
+        answer, good or bad, is kept for the session so that every test gets the same
+        one without a new download attempt.
+        """
+        with self._lock:
+            if arch not in self._media:
+                try:
+                    self._media[arch] = self._resolve(arch)
+                except GuestUnavailable as exc:
+                    self._media[arch] = exc
+            got = self._media[arch]
+            if isinstance(got, GuestUnavailable):
+                raise got
+            return got
+
+    def unavailable(self) -> dict[str, str]:
+        """Arch -> why the guest could not be had there (tests skipped)."""
+        return {a: str(m) for a, m in self._media.items() if isinstance(m, GuestUnavailable)}
+
+    def _resolve(self, arch: str) -> BootMedia:
+        conf = self.profile.arch(arch)
+        qemu = find_qemu(self.config.qemu_binaries.get(arch) or conf.qemu, arch)
+        if conf.machine not in qemu_machines(qemu):
+            raise GuestUnavailable(
+                f"The {self.profile.name} guest on {arch} needs QEMU machine {conf.machine!r}, which {qemu} "
+                f"does not have (`{qemu} -machine help` does not list it). {conf.machine_hint}".strip()
+            )
         provider = PROVIDERS.get(self.profile.artifacts)
         if provider is None:
-            raise ConfigError(
-                f"Guest {self.profile.name!r} needs {self.profile.artifacts!r} boot files (kernel, modules, image), "
-                "which this version of pytest-minix cannot fetch or extract yet. Use --guest=reference."
-            )
-        return provider(arch)
+            raise ConfigError(f"Guest {self.profile.name!r} names unknown artifacts {self.profile.artifacts!r}; "
+                              f"known: {', '.join(sorted(PROVIDERS))}.")  # fmt: skip
+        return provider(arch, self.config)
 
     def get(self, arch: str) -> VM:
         """The arch's shared VM, booting (or rebooting a broken one) as needed."""
@@ -97,19 +142,31 @@ class VMPool:
                 self._vms[arch] = vm
             return vm
 
-    def boot(self, arch: str, options: VMOptions | None = None) -> VM:
-        """Boot a new VM; under ``--accel=auto`` a KVM failure falls back to TCG once."""
+    def spec(self, arch: str, options: VMOptions | None = None) -> MachineSpec:
+        """The machine to start for ``arch``: profile, boot media, accelerator and overrides."""
         options = options or VMOptions()
-        conf = self.profile.arch(arch)
+        media = self.media(arch)
+        conf = self.profile.arch(arch).variant(media.variant)
         qemu = find_qemu(self.config.qemu_binaries.get(arch) or conf.qemu, arch)
-        files, disks = self.files(arch)
-        spec = MachineSpec(
-            arch=arch, config=conf, files=files, disks=disks,
+        return MachineSpec(
+            arch=arch, config=conf, files=media.files, disks=media.disks, disk_formats=media.disk_formats,
             accel=self.accel.choose(conf, qemu),
             memory=options.memory or self.config.memory or self.profile.memory,
             qemu_binary=qemu, boot_args=options.boot_args, qemu_args=options.qemu_args,
             network=self.config.network,
         )  # fmt: skip
+
+    def machine(self, spec: MachineSpec) -> Machine:
+        """A Machine (not yet launched) named and placed like the pool's own; ``close`` stops it too."""
+        name = f"{self.profile.name}-{spec.arch}-{self.worker}-{next(self._counter)}"
+        machine = Machine(spec, self.state, name, self.config.log_dir)
+        self._machines.append(machine)
+        return machine
+
+    def boot(self, arch: str, options: VMOptions | None = None) -> VM:
+        """Boot a new VM; under ``--accel=auto`` a KVM failure falls back to TCG once."""
+        options = options or VMOptions()
+        spec = self.spec(arch, options)
         try:
             return self._start(spec, options)
         except HarnessError as exc:
@@ -125,8 +182,7 @@ class VMPool:
             return self._start(replace(spec, accel="tcg"), options)
 
     def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
-        name = f"{self.profile.name}-{spec.arch}-{self.worker}-{next(self._counter)}"
-        vm = VM(Machine(spec, self.state, name, self.config.log_dir), self.profile)
+        vm = VM(self.machine(spec), self.profile)
         self._all.append(vm)
         timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
         first = self.profile.first_output_timeout
@@ -149,9 +205,9 @@ class VMPool:
 
     def close(self) -> None:
         with self._lock:
-            for vm in self._all:
+            for machine in self._machines:
                 try:
-                    vm.shutdown()
+                    machine.shutdown()
                 except Exception:  # noqa: BLE001 - best effort: every VM must go
                     continue
             self._vms.clear()

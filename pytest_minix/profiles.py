@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,24 @@ class ArchConfig:
     append: str
     args: tuple[str, ...]
     kvm_capable_hosts: tuple[str, ...]
+    nic: str = "virtio-net-pci"  # NIC model for --vm-network
+    machine_hint: str = ""  # said when the QEMU binary lacks ``machine``: where to get one that has it
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
+
+    def variant(self, name: str) -> ArchConfig:
+        """This config with a named variant's keys (e.g. ``disk``: boot from a disk image) applied."""
+        if not name:
+            return self
+        try:
+            over = self.variants[name]
+        except KeyError:
+            raise ConfigError(
+                f"The {self.arch} guest definition has no boot variant {name!r} "
+                f"(it has: {', '.join(sorted(self.variants)) or 'none'})."
+            ) from None
+        if "args" in over:
+            over = {**over, "args": tuple(over["args"])}
+        return replace(self, **over)
 
 
 @dataclass(frozen=True)
@@ -106,7 +124,9 @@ TOP_KEYS = {"name", "description", "artifacts", "boot_timeout", "first_output_ti
             "panic_patterns", "noise_patterns", "markers", "arch"}  # fmt: skip
 LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt"}
 SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max"}
-ARCH_KEYS = {"qemu", "machine", "cpu", "kernel", "initrd", "append", "args", "kvm_capable_hosts"}
+ARCH_KEYS = {"qemu", "machine", "cpu", "kernel", "initrd", "append", "args", "kvm_capable_hosts", "nic", "machine_hint",
+             "variants"}  # fmt: skip
+VARIANT_KEYS = {"kernel", "initrd", "append", "args"}
 
 
 def _known(path: Path, where: str, table: dict[str, Any], keys: set[str]) -> None:
@@ -147,6 +167,9 @@ def parse_profile(path: Path) -> GuestProfile:
         if arch not in ARCHES:
             raise ConfigError(f"{path}: unknown arch {arch!r} in [arch]; valid arches: {', '.join(ARCHES)}.")
         _known(path, f"arch.{arch}.", conf, ARCH_KEYS)
+        variants = conf.get("variants", {})
+        for vname, vconf in variants.items():
+            _known(path, f"arch.{arch}.variants.{vname}.", vconf, VARIANT_KEYS)
         arches[arch] = ArchConfig(
             arch=arch,
             qemu=need(conf, "qemu", f"arch.{arch}."),
@@ -157,6 +180,9 @@ def parse_profile(path: Path) -> GuestProfile:
             append=conf.get("append", ""),
             args=tuple(conf.get("args", ())),
             kvm_capable_hosts=tuple(conf.get("kvm_capable_hosts", ())),
+            nic=conf.get("nic", "virtio-net-pci"),
+            machine_hint=conf.get("machine_hint", ""),
+            variants=dict(variants),
         )
     return GuestProfile(
         name=need(data, "name"),

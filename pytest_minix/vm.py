@@ -87,6 +87,15 @@ class VM:
             shell_t = self.shell.login()
         except TimeoutError as exc:
             raise BootTimeout(f"Login as {p.login.user!r} failed: {exc}", self.log_path) from None
+        if p.uname_s:
+            # The prompt alone does not prove which OS answered: a wrong image would pass it.
+            got = self.shell.run("uname -s", timeout=30.0).stdout.strip()
+            if got != p.uname_s:
+                raise VMError(
+                    f"The guest booted as {p.name!r} is not what the profile expects: `uname -s` printed "
+                    f"{got!r}, not {p.uname_s!r}. Check the image (--minix-image / --guest).",
+                    self.log_path,
+                )
         lines = self.console.head()
         extra = [Milestone("first_output", lines[0].t, lines[0].text)] if lines else []
         extra.append(Milestone("shell", shell_t, "harness prompt"))

@@ -195,7 +195,11 @@ def test_profile_parses_with_both_arches() -> None:
     i386 = p.arch("i386")
     assert (i386.qemu, i386.machine, i386.initrd) == ("qemu-system-i386", "pc", "{modules}")
     assert "console=tty00" in i386.append and "cttyline" not in i386.append
-    assert i386.args == ("-cdrom", "{cdrom}")
+    assert i386.args == ("-drive", "file={cdrom},if=ide,index=2,media=cdrom,readonly=on,format=raw")
+    assert i386.append == "bootcd=1 cdproberoot=1 console=tty00"
+    disk = i386.variant("disk")
+    assert disk.append == "rootdevname=c0d0p0 console=tty00" and "file={disk},format=qcow2" in disk.args[1]
+    assert "cttyline" not in disk.append and disk.initrd == "{modules}"
     assert (p.uname_s, p.checksum, p.login.user, p.login.password) == ("Minix", "cksum", "root", "")
     assert [m.name for m in p.markers] == [*BOOT_MARKERS, "login"]
 
@@ -323,3 +327,31 @@ def test_shell_login_against_replayed_minix(replay: Replayer, profile: GuestProf
     setup = typed[len("root\r") :]
     assert setup.startswith(profile.shell_setup + ";") and "PS1='[pm''-ok]# '" in setup and setup.endswith("\r")
     assert con.tail(1).endswith(PS1)
+
+
+def test_boot_replayed_without_timing_keeps_every_marker(replay: Replayer, profile: GuestProfile) -> None:
+    """The whole boot arriving at once (scale 0: one burst, as from a fast host) parses the same."""
+    con, peer = replay(list(transcript("boot-to-login")), 0.0)
+    m = con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
+    peer.finish()
+    assert m.before.endswith("Minix/i386 (minix) (console)\r\r\n\r\r\n")
+    timeline = Timeline.from_lines(con.head(), profile.markers)
+    assert [ms.name for ms in timeline.milestones] == BOOT_MARKERS
+    assert [ln.text for ln in con.head()] == [ln.text for ln in _log_lines("boot-to-login")][: len(con.head())]
+
+
+def test_login_survives_system_output_interleaved_with_it(replay: Replayer, profile: GuestProfile) -> None:
+    """A driver crash report (libsys panic format, minix/lib/libsys/panic.c: derived, not captured) lands
+    after `login: ` and inside the motd; the login and the harness prompt are still found."""
+    boot, rest = split_after(transcript("boot-login-commands"), b"login: ")
+    after_login, _ = split_after(rest, b"minix# ")
+    noise = Send(after_login[0].t, b"\r\ne1000(-3): panic: Crash!\r\n")
+    motd, prompt = after_login[:-1], after_login[-1]
+    steps: list[Step] = [*boot, noise, Await(rb"root\r"), *motd, noise, prompt,
+                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(prompt.t, PS1.encode())]  # fmt: skip
+    con, peer = replay(steps, 0.0)
+    con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
+    Shell(con, profile).login(timeout=10)
+    peer.finish()
+    assert con.tail(1).endswith(PS1)
+    assert sum(ln.text == "e1000(-3): panic: Crash!" for ln in con.lines()) == 2  # seen, and not taken as fatal

@@ -9,6 +9,8 @@ import pytest
 from pytest_minix.accel import kvm_static_reason
 from pytest_minix.profiles import load_profile
 
+ARGS = ("-p", "no:cacheprovider", "--guest=reference")
+
 INNER = """
 def test_boot(guest):
     print("ACCEL=" + guest.accel)
@@ -18,7 +20,7 @@ def test_boot(guest):
 
 def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "--arch=i386", "--accel=auto", "-W",
+    result = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", "-W",
                                            "always::pytest_minix.accel.KvmFallbackWarning")  # fmt: skip
     out = result.stdout.str()
     result.assert_outcomes(passed=1)
@@ -32,7 +34,7 @@ def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester
 
 def test_accel_kvm_fails_with_reason_where_kvm_is_broken(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "--arch=i386", "--accel=kvm")
+    result = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=kvm")
     out = result.stdout.str()
     if "ACCEL=kvm" in out:
         result.assert_outcomes(passed=1)  # a host where KVM works
@@ -46,7 +48,7 @@ def test_guest_without_prompt_fails_within_boot_timeout(pytester: pytest.Pyteste
     pytester.makepyfile(test_inner=INNER)
     start = time.monotonic()
     # The guest needs ~4-5 s to reach login under TCG: a 2 s budget can never be met.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--arch=i386", "--accel=tcg", "--boot-timeout=2")
+    result = pytester.runpytest_subprocess(*ARGS, "--arch=i386", "--accel=tcg", "--boot-timeout=2")
     elapsed = time.monotonic() - start
     out = result.stdout.str()
     result.assert_outcomes(errors=1)
@@ -67,14 +69,7 @@ def test_unknown_arch_and_guest_are_usage_errors(pytester: pytest.Pytester) -> N
 
 def test_missing_qemu_names_the_package(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--qemu-i386=/nonexistent/qemu-system-i386")
+    result = pytester.runpytest_subprocess(*ARGS, "--qemu-i386=/nonexistent/qemu-system-i386")
     out = result.stdout.str()
     result.assert_outcomes(errors=1)
     assert "apt-get install qemu-system-x86 qemu-utils" in out and "--qemu-i386" in out
-
-
-def test_minix_guest_without_image_support_says_what_to_use(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--guest=minix")
-    result.assert_outcomes(errors=1)
-    assert "cannot fetch or extract yet. Use --guest=reference." in result.stdout.str()
