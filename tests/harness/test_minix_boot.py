@@ -113,3 +113,31 @@ def test_a_guest_that_never_prompts_fails_with_its_serial_log(pytester: pytest.P
     log = re.search(r"Serial log: (\S+\.serial\.log)", out)
     assert log is not None
     assert "CMDLINE " in Path(log.group(1)).read_text()
+
+
+def test_network_is_off_unless_asked_and_then_minix_gets_an_e1000(tmp_path, stub_iso):
+    for network, nic in ((False, "none"), (True, "user,model=e1000")):
+        pool = VMPool(HarnessConfig(guest="minix", arches=("i386",), accel="tcg", log_dir=tmp_path / "logs",
+                                    network=network, minix=MinixSource(image=stub_iso)))  # fmt: skip
+        try:
+            argv = pool.machine(pool.spec("i386")).build_argv()
+            assert argv[argv.index("-nic") + 1] == nic
+            assert not any("hostfwd" in a or "tcp:" in a for a in argv)
+        finally:
+            pool.close()
+
+
+def test_a_guest_that_is_not_what_the_profile_says_is_refused(tmp_path):
+    """A Linux passed off as MINIX: login works, but `uname -s` gives it away and the boot fails."""
+    from dataclasses import replace
+
+    from pytest_minix.errors import VMError
+
+    pool = VMPool(HarnessConfig(guest="reference", arches=("i386",), accel="tcg", log_dir=tmp_path / "logs"))
+    pool.profile = replace(pool.profile, uname_s="Minix")
+    try:
+        with pytest.raises(VMError, match=r"`uname -s` printed 'Linux', not 'Minix'") as exc:
+            pool.boot("i386")
+        assert "Serial log: " in str(exc.value)
+    finally:
+        pool.close()
