@@ -39,6 +39,9 @@ class MachineSpec:
     disks: dict[str, Path] = field(default_factory=dict)  # placeholder -> base image (overlaid)
     disk_formats: dict[str, str] = field(default_factory=dict)  # placeholder -> base format if not raw
     network: bool = False
+    # SeaBIOS's debug console (I/O port 0x402) on its own socket: its "Booting from ROM"
+    # line marks the end of the firmware stage in the boot timeline (x86 only).
+    debugcon: bool = True
 
 
 def find_qemu(binary: str, arch: str) -> str:
@@ -98,6 +101,10 @@ class Machine:
         self.qmp_sock = self.dir / "qmp.sock"
         self.console_sock = self.dir / "console.sock"
         self.console = Console(self.console_sock, self.serial_log)
+        self.debugcon: Console | None = None
+        if spec.debugcon and spec.arch == "i386":
+            self.firmware_log = log_dir / f"{name}.firmware.log"
+            self.debugcon = Console(self.dir / "debugcon.sock", self.firmware_log, max_lines=2000, head_lines=2000)
         self.qmp = QMP(self.qmp_sock, name)
         self.proc: subprocess.Popen[bytes] | None = None
         self.t0: float | None = None
@@ -130,6 +137,9 @@ class Machine:
             "-chardev", f"socket,id=ser0,path={self.console_sock},server=on,wait=off",
             "-serial", "chardev:ser0",
         ]  # fmt: skip
+        if self.debugcon is not None:
+            argv += ["-chardev", f"socket,id=dbg,path={self.debugcon.sock_path},server=on,wait=off",
+                     "-device", "isa-debugcon,iobase=0x402,chardev=dbg"]  # fmt: skip
         if conf.kernel:
             argv += ["-kernel", fill(conf.kernel)]
         if conf.initrd:
@@ -153,6 +163,8 @@ class Machine:
         self.state.record_qemu(self.proc.pid)
         try:
             self.console.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
+            if self.debugcon is not None:
+                self.debugcon.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
             self.qmp.connect()
         except Exception as exc:  # noqa: BLE001 - any failure here means QEMU did not start
             reason = self.exit_reason() or str(exc)
@@ -163,6 +175,8 @@ class Machine:
         """Resume the VM; the returned host monotonic time is the boot's t0."""
         t0 = time.monotonic()
         self.console.set_t0(t0)
+        if self.debugcon is not None:
+            self.debugcon.set_t0(t0)
         self.qmp.execute("cont")
         self.t0 = t0
         return t0
@@ -216,4 +230,6 @@ class Machine:
                     continue
         self.qmp.close()
         self.console.close()
+        if self.debugcon is not None:
+            self.debugcon.close()
         shutil.rmtree(self.dir, ignore_errors=True)

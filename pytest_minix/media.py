@@ -15,3 +15,4 @@ class BootMedia:
     disk_formats: dict[str, str] = field(default_factory=dict)  # placeholder -> "raw" (default) or "qcow2"
     variant: str = ""  # the profile's [arch.X.variants.<name>] to apply; "" = the arch's defaults
     description: str = ""  # one line for logs and the session summary
+    image_sha256: str = ""  # the guest image's hash, recorded with every measurement

@@ -44,6 +44,7 @@ def minix_media(arch: str, src: MinixSource, notify: Callable[[str], None] | Non
                 disks={"disk": image.path},
                 disk_formats={"disk": image.kind},
                 variant="disk",
+                image_sha256=image.sha256,
                 description=f"{image.kind} disk image {image.path} (sha256 {image.sha256[:16]}), root c0d0p0, "
                 f"kernel from {boot.kernel.parent}",
             )
@@ -63,6 +64,7 @@ def _cd(store: ImageStore, image: CachedImage, src: MinixSource) -> BootMedia:
     name = f"MINIX {image.release}" if image.release else str(image.path)
     return BootMedia(
         files={**_boot_files(boot), "cdrom": image.path},
+        image_sha256=image.sha256,
         description=f"live CD {name} (sha256 {image.sha256[:16]}), {len(boot.modules)} modules from "
         f"{boot.kernel.parent}",
     )

@@ -32,3 +32,15 @@ def vm_dir() -> Path:
         f"pytest-minix cannot find its guest definitions (vm/) next to {here}; "
         "the installation is incomplete: reinstall with `pip install --force-reinstall pytest-minix`."
     )
+
+
+def claims_dir() -> Path:
+    """The shipped claims files (``claims/``): inside the wheel, or beside the package in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "claims", here.parent / "claims"):
+        if (candidate / "whitepaper.toml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"pytest-minix cannot find its claims files (claims/) next to {here}; "
+        "the installation is incomplete: reinstall with `pip install --force-reinstall pytest-minix`."
+    )

@@ -19,6 +19,8 @@ from .pool import HarnessConfig, VMOptions, VMPool
 from .profiles import ARCHES, load_profile
 from .vm import VM
 
+pytest_plugins = ["pytest_minix.claims_plugin", "pytest_minix.benchmarking"]
+
 OPTIONS: list[tuple[str, str, str, Any]] = [
     # (option, ini name, help, default)
     ("--arch", "minix_arch", "guest arch: i386, arm or all (default i386)", "i386"),
@@ -195,7 +197,7 @@ def vm_pool(pytestconfig: pytest.Config, minix_config: HarnessConfig) -> Iterato
 def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
     """A healthy booted VM of the parametrized arch, logged in as root."""
     arch = getattr(request, "param", vm_pool.config.arches[0])
-    _need_media(request, vm_pool, arch)
+    need_media(request, vm_pool, arch)
     marker = request.node.get_closest_marker("vm")
     if marker is not None:
         opts = VMOptions(
@@ -219,7 +221,7 @@ def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
 _VM = pytest.StashKey[VM]()
 
 
-def _need_media(request: pytest.FixtureRequest, pool: VMPool, arch: str) -> None:
+def need_media(request: pytest.FixtureRequest, pool: VMPool, arch: str) -> None:
     """Fetch or extract the guest's boot media (output shown live), or skip when it cannot be had."""
     capman = request.config.pluginmanager.getplugin("capturemanager")
     ctx = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .accel import KVM_FAILURE_SIGNS, AccelChooser
+from .console import Line
 from .errors import ConfigError, GuestUnavailable, HarnessError, VMError
 from .machine import Machine, MachineSpec, find_qemu, qemu_machines
 from .media import BootMedia
@@ -26,11 +27,14 @@ Provider = Callable[[str, "HarnessConfig"], BootMedia]
 @functools.cache
 def _reference_media(arch: str) -> BootMedia:
     # Cached per process: verifying the artifacts' hashes costs ~20 ms per boot.
+    from .images import sha256_file
     from .reference import ensure_reference
 
     art = ensure_reference(arch)
+    # The manifest pins kernel, initrd and disk by SHA-256: its own hash stands for all three.
     return BootMedia(files={"kernel": art.kernel, "initrd": art.initrd}, disks={"disk": art.disk},
-                     description=f"reference guest, Linux {art.kernel_version}")  # fmt: skip
+                     description=f"reference guest, Linux {art.kernel_version}",
+                     image_sha256=sha256_file(art.manifest))  # fmt: skip
 
 
 def _reference_provider(arch: str, config: HarnessConfig) -> BootMedia:
@@ -89,6 +93,7 @@ class VMPool:
         self._lock = threading.RLock()
         self._media: dict[str, BootMedia | GuestUnavailable] = {}
         self._machines: list[Machine] = []
+        self.line_listeners: list[Callable[[Line], None]] = []  # every new machine's console lines (progress)
         self.boots: list[VM] = []
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -160,6 +165,7 @@ class VMPool:
         """A Machine (not yet launched) named and placed like the pool's own; ``close`` stops it too."""
         name = f"{self.profile.name}-{spec.arch}-{self.worker}-{next(self._counter)}"
         machine = Machine(spec, self.state, name, self.config.log_dir)
+        machine.console.listeners.extend(self.line_listeners)
         self._machines.append(machine)
         return machine
 

@@ -98,6 +98,7 @@ class VM:
                 )
         lines = self.console.head()
         extra = [Milestone("first_output", lines[0].t, lines[0].text)] if lines else []
+        extra += self._firmware_milestones()
         extra.append(Milestone("shell", shell_t, "harness prompt"))
         timeline = Timeline.from_lines(lines, p.markers, extra)
         if "login" not in timeline:
@@ -105,6 +106,20 @@ class VM:
             timeline = Timeline(tuple(sorted(timeline.milestones, key=lambda x: x.t)))
         self.boot = BootResult(timeline, login_t, shell_t)
         return self.boot
+
+    def _firmware_milestones(self) -> list[Milestone]:
+        """SeaBIOS's start and its hand-over to the boot ROM, from the debug console (x86)."""
+        dbg = self.machine.debugcon
+        if dbg is None:
+            return []
+        out: list[Milestone] = []
+        fw = dbg.head()
+        if fw:
+            out.append(Milestone("bios", fw[0].t, fw[0].text))
+        rom = next((ln for ln in fw if ln.text.startswith("Booting from ROM")), None)
+        if rom is not None:
+            out.append(Milestone("firmware", rom.t, rom.text))
+        return out
 
     def shutdown(self) -> None:
         self.machine.shutdown()

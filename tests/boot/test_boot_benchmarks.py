@@ -1,0 +1,25 @@
+"""Boot phases as pytest-benchmark benchmarks, fed with the guest-measured samples.
+
+Run without xdist (pytest-benchmark turns itself off under it):
+``pytest tests/boot -p no:xdist --benchmark-autosave`` and later ``--benchmark-compare``.
+The samples are the same fresh boots the boot claims use (``--boot-rounds``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_minix.benchmarking import measurement_info, replay
+
+PHASES = ["boot.firmware", "boot.kernel_init", "boot.to_login", "boot.to_shell"]
+
+
+@pytest.mark.parametrize("metric_id", PHASES)
+def test_boot_phase(benchmark, minix_measure, minix_arch: str, metric_id: str) -> None:
+    m = minix_measure(metric_id, minix_arch)
+    if m.unmeasurable:
+        pytest.skip(f"{metric_id} on {minix_arch}: {m.unmeasurable}")
+    assert m.unit == "s" and m.samples and all(s >= 0 for s in m.samples)
+    replay(benchmark, m.samples, measurement_info(m))
+    assert benchmark.stats.stats.rounds == len(m.samples)
+    assert benchmark.stats.stats.min == pytest.approx(min(m.samples))

@@ -1,0 +1,13 @@
+"""System-call, process, IPC and reliability claims: measured, decided and enforced (see tests/boot)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_minix.verdict import Verdict
+
+pytestmark = pytest.mark.claims("syscall.", "ipc.", "proc.", "sched.", "rel.", "perf.")
+
+
+def test_claim(claim_verdict: Verdict, enforce_verdict) -> None:
+    enforce_verdict(claim_verdict)
