@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import signal
 import types
@@ -240,7 +241,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(
             (f"serial console ({vm.arch})", f"log: {vm.log_path}\n--- last lines ---\n{vm.console.tail(30)}")
         )
+    if vm is not None and report.when == "call":
+        _html_extras(report, vm)
     return report
+
+
+def _html_extras(report: pytest.TestReport, vm: VM) -> None:
+    """With pytest-html installed: the test's serial log, and its boot's timeline chart if matplotlib is there."""
+    try:
+        from pytest_html import extras
+    except ImportError:
+        return
+    items = list(getattr(report, "extras", []))
+    try:
+        items.append(extras.text(vm.log_path.read_text(errors="replace")[-200_000:], name=f"serial log ({vm.arch})"))
+    except OSError:
+        pass
+    if vm.boot is not None:
+        png = _timeline_png(vm)
+        if png is not None:
+            items.append(extras.png(base64.b64encode(png.read_bytes()).decode(), name=f"boot timeline ({vm.arch})"))
+    report.extras = items  # type: ignore[attr-defined]
+
+
+def _timeline_png(vm: VM) -> Path | None:
+    """The VM's boot timeline chart beside its serial log, drawn once per VM."""
+    stem = vm.log_path.with_name(vm.log_path.name.removesuffix(".serial.log") + ".timeline")
+    png = stem.with_name(stem.name + ".png")
+    if png.exists():
+        return png
+    from .chart import timeline_chart
+
+    points = [("cont", 0.0), *((m.name, m.t) for m in vm.timeline.milestones)]
+    try:
+        timeline_chart([(f"{vm.profile.name} {vm.arch}", points)], stem, title=f"Boot of {vm.machine.name}")
+    except ImportError:
+        return None
+    return png
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -149,3 +149,11 @@ def test_every_whitepaper_claim_is_loaded_with_provenance() -> None:
         assert listed <= covered | ids, listed - covered - ids
         assert len(listed) == 24
     assert all(c.source and c.measured_as and c.guest == "minix" for c in claims)
+
+
+def test_verdicts_from_xdist_workers_reach_the_report(session: pytest.Pytester) -> None:
+    report = session.path / "claims.json"
+    result = session.runpytest_subprocess(*ARGS, "--claims=claims.toml", f"--claims-report={report}", "-n", "2")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    assert "3 claims: 1 confirmed, 1 refuted, 1 inconclusive" in result.stdout.str()
+    assert len(json.loads(report.read_text())["verdicts"]) == 3

@@ -73,3 +73,15 @@ def test_missing_qemu_names_the_package(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     result.assert_outcomes(errors=1)
     assert "apt-get install qemu-system-x86 qemu-utils" in out and "--qemu-i386" in out
+
+
+def test_html_report_carries_serial_log_and_timeline(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_html")
+    pytest.importorskip("matplotlib")
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest_subprocess(*ARGS, "--arch=i386", "--accel=tcg", "--html=report.html",
+                                           "--self-contained-html")  # fmt: skip
+    result.assert_outcomes(passed=1)
+    html = (pytester.path / "report.html").read_text()
+    assert "serial log (i386)" in html and "boot timeline (i386)" in html
+    assert "data:image/png;base64,iVBOR" in html  # the chart itself, embedded
