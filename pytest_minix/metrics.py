@@ -277,6 +277,9 @@ def _kernel_banner(ctx: MetricContext, metric_id: str, *, relative_to_firmware: 
                              timing=True)  # fmt: skip
     if ctx.arch != "i386":
         return _unmeasurable(ctx, metric_id, "s", "the ARM lane does not boot here", timing=True)
+    banner = next((m for m in ctx.pool.profile.markers if m.name == "kernel"), None)
+    if banner is None:
+        return _unmeasurable(ctx, metric_id, "s", "the guest profile has no 'kernel' marker", timing=True)
     samples: list[float] = []
     cond: Conditions | None = None
     logs: list[str] = []
@@ -288,7 +291,7 @@ def _kernel_banner(ctx: MetricContext, metric_id: str, *, relative_to_firmware: 
         try:
             machine.launch()
             machine.cont()
-            m = machine.console.expect(r"MINIX \d+\.\d+\.\d+\.", 120, what="the MINIX kernel banner")
+            m = machine.console.expect(banner.regex, 120, what="the MINIX kernel banner")
             t = m.t
             if relative_to_firmware:
                 dbg = machine.debugcon

@@ -74,3 +74,20 @@ def test_meminfo_formats() -> None:
     # MINIX procfs (minix/fs/procfs/root.c): pagesize total free largest cached, in pages (source-derived).
     assert meminfo_total_mib("4096 65536 52000 51000 1200\n") == 256.0
     assert meminfo_total_mib("garbage") is None
+
+
+def test_progress_redraws_one_line_and_clears_it() -> None:
+    import io
+
+    from pytest_minix.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(out)
+    p("boot round 1/3 (minix i386): multiuser at 4.2 s")
+    p.done()
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[Kpytest-minix: boot round 1/3 (minix i386): multiuser at 4.2 s,")
+    assert text.endswith("\r\x1b[K") and "\n" not in text  # redrawn in place, never a new line
+    silent = Progress(None)
+    silent("x")
+    silent.done()  # no terminal: nothing at all

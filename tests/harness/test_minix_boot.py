@@ -141,3 +141,26 @@ def test_a_guest_that_is_not_what_the_profile_says_is_refused(tmp_path):
         assert "Serial log: " in str(exc.value)
     finally:
         pool.close()
+
+
+def test_kernel_timing_boots_use_cttyline_and_measure_from_the_firmware(tmp_path, stub_iso):
+    """MINIX's kernel_init method, run for real on the stub kernel: the profile's banner marker is swapped
+    for the stub's first line, everything else (cttyline boot args, SeaBIOS debugcon, timing) is as for MINIX."""
+    from dataclasses import replace
+
+    from pytest_minix.metrics import METRICS, MetricContext
+    from pytest_minix.profiles import Marker
+
+    pool = pool_for(tmp_path, MinixSource(image=stub_iso))
+    pool.profile = replace(pool.profile, markers=(Marker("kernel", re.compile(r"^CMDLINE ", re.MULTILINE)),))
+    try:
+        ctx = MetricContext(pool, "i386", boot_rounds=2)
+        init = METRICS["boot.kernel_init"].measure(ctx)
+        ready = METRICS["boot.kernel_ready"].measure(ctx)
+    finally:
+        pool.close()
+    assert init.unmeasurable is None and len(init.samples) == 2 and init.bound == "upper" and init.timing
+    assert all(0 < a < b for a, b in zip(init.samples, ready.samples, strict=True))  # firmware time excluded
+    log = Path(init.extra["logs"][0]).read_text()
+    assert "bootcd=1 cdproberoot=1 console=tty00 cttyline=0 cttybaud=115200" in log
+    assert init.conditions.accel == "tcg" and len(init.conditions.image_sha256) == 64
