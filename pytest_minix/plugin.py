@@ -20,7 +20,7 @@ from .pool import HarnessConfig, VMOptions, VMPool
 from .profiles import ARCHES, load_profile
 from .vm import VM
 
-pytest_plugins = ["pytest_minix.claims_plugin", "pytest_minix.benchmarking"]
+pytest_plugins = ["pytest_minix.claims_plugin", "pytest_minix.benchmarking", "pytest_minix.testinfra_backend"]
 
 OPTIONS: list[tuple[str, str, str, Any]] = [
     # (option, ini name, help, default)

@@ -75,6 +75,7 @@ class VMOptions:
     boot_args: str = ""
     qemu_args: tuple[str, ...] = ()
     boot_timeout: float | None = None
+    first_output_timeout: float | None = None  # fail fast when nothing at all is printed (e.g. too little RAM)
 
 
 class VMPool:
@@ -191,7 +192,7 @@ class VMPool:
         vm = VM(self.machine(spec), self.profile)
         self._all.append(vm)
         timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
-        first = self.profile.first_output_timeout
+        first = options.first_output_timeout or self.profile.first_output_timeout
         if spec.accel == "kvm":
             first = min(first, 15.0)  # a KVM that cannot run the guest usually shows nothing
         try:

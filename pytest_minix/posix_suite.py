@@ -20,6 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+# The suite's entries in MINIX 3.4 (minix/tests/run: test1-94, the shell tests and the file-system tests).
+POSIX_TESTS: tuple[str, ...] = (*(str(i) for i in range(1, 95)), "sh1", "sh2", "interp", "mfs", "isofs", "vnd", "rmib")
+
 _TEST = re.compile(r"^Test +(\w+) (.*)$")
 _ERRORS = re.compile(r"^(\d+) errors$")
 _SUBTEST = re.compile(r"^\S+:\d+: Subtest \d+, +error \d+, +errno \d+: .*$")

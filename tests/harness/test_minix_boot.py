@@ -152,7 +152,9 @@ def test_kernel_timing_boots_use_cttyline_and_measure_from_the_firmware(tmp_path
     from pytest_minix.profiles import Marker
 
     pool = pool_for(tmp_path, MinixSource(image=stub_iso))
-    pool.profile = replace(pool.profile, markers=(Marker("kernel", re.compile(r"^CMDLINE ", re.MULTILINE)),))
+    # The whole line (the stub prints it byte by byte): the test reads it back from the log.
+    banner = Marker("kernel", re.compile(r"^CMDLINE [^\r\n]*\r?\n", re.MULTILINE))
+    pool.profile = replace(pool.profile, markers=(banner,))
     try:
         ctx = MetricContext(pool, "i386", boot_rounds=2)
         init = METRICS["boot.kernel_init"].measure(ctx)

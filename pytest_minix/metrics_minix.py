@@ -1,0 +1,115 @@
+"""MINIX-only metrics: system-call profiles with trace(1), and a crashed driver's restart by RS.
+
+On other guests these return unmeasurable with the reason. Neither could be run against a
+live MINIX where this was written; the trace parser is tested on the formats documented in
+minix/usr.bin/trace/trace.1.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections import Counter
+
+from .measurement import Measurement
+from .metrics import MetricContext, _unmeasurable, metric
+
+# name(params) = result | name(params) for calls that do not return; an optional "<pid>| " or
+# "<pid>' " prefix when several processes are traced, and "*" for a resumed (already counted) call.
+_CALL = re.compile(r"^(?:\d+[|'] ?)?(\*)?([a-z_][a-z0-9_]*)\(")
+
+# The workloads of the profile: a directory walk, a shell script, a file copy.
+WORKLOADS = {
+    "ls -lR /etc": "ls -lR /etc > /dev/null",
+    "shell script": "i=0; while [ $i -lt 20 ]; do i=$((i+1)); done; echo $i > /dev/null",
+    "cp of a file": "cp /etc/passwd /tmp/.pm-cp && rm -f /tmp/.pm-cp",
+}
+
+
+def parse_trace(text: str) -> Counter[str]:
+    """System-call counts from trace(1) output (minix/usr.bin/trace/trace.1, OUTPUT FORMAT).
+
+    Status lines (``Tracing ...``, ``Process exited ...``), signals (``** SIGUSR1 **``) and
+    context-change markers (``---``) are not calls; a resumed call (``*`` prefix) was counted
+    when it started.
+    """
+    calls: Counter[str] = Counter()
+    for line in text.splitlines():
+        m = _CALL.match(line.strip())
+        if m and not m.group(1):
+            calls[m.group(2)] += 1
+    return calls
+
+
+@metric("syscall.profile", "count", "count", "system calls made by standard workloads, traced with trace(1)")
+def syscall_profile(ctx: MetricContext) -> Measurement:
+    if ctx.guest_name != "minix":
+        why = f"guest {ctx.guest_name!r} has no system-call tracer (MINIX has trace(1); busybox has no strace)"
+        return _unmeasurable(ctx, "syscall.profile", "count", why)
+    vm = ctx.guest()
+    per_workload: dict[str, dict[str, int]] = {}
+    totals: list[float] = []
+    for name, script in WORKLOADS.items():
+        cmd = f"trace -f -o /tmp/.pm-trace sh -c {shlex.quote(script)}; cat /tmp/.pm-trace; rm -f /tmp/.pm-trace"
+        out = vm.shell.run(cmd, timeout=300).stdout
+        calls = parse_trace(out)
+        per_workload[name] = dict(calls.most_common())
+        totals.append(float(sum(calls.values())))
+    seen = sorted({c for calls in per_workload.values() for c in calls})
+    return Measurement("syscall.profile", "count", totals, ctx.conditions(vm),
+                       note="calls per workload, children followed (-f); report only",
+                       extra={"per_workload": per_workload, "distinct_calls": seen})  # fmt: skip
+
+
+def _ps_line(ps: str, command: str) -> tuple[int, float] | None:
+    """(pid, cpu seconds) of the first ``ps -ax`` line whose command starts with ``command``."""
+    for line in ps.splitlines():
+        parts = line.split(None, 4)
+        if len(parts) == 5 and parts[4].startswith(command) and parts[0].isdigit():
+            mins, _, secs = parts[3].partition(":")
+            try:
+                return int(parts[0]), int(mins) * 60 + float(secs)
+            except ValueError:
+                return None
+    return None
+
+
+@metric("rel.driver_restart", "s", "timing", "a crashed driver restarted by RS: seconds until its device works")
+def driver_restart(ctx: MetricContext) -> Measurement:
+    """Crash the random driver twice (``minix-service fi`` and ``kill -9``) and time its return.
+
+    RS restarts a driver under the same PID and endpoint, so the restart shows as the
+    driver's CPU time starting again from zero; what matters to a user is that the device
+    works again, so the figure is the time until a read of /dev/random succeeds.
+    """
+    if ctx.guest_name != "minix":
+        return _unmeasurable(ctx, "rel.driver_restart", "s",
+                             f"guest {ctx.guest_name!r} has no reincarnation server restarting drivers")  # fmt: skip
+    vm = ctx.guest()
+    probe = "dd if=/dev/random bs=16 count=1 2>/dev/null | wc -c"
+    samples: list[float] = []
+    trials: list[dict[str, object]] = []
+    for how in ("minix-service fi random", "kill -9 {pid}"):
+        before = _ps_line(vm.shell.run("ps -ax", timeout=60).stdout, "/service/random")
+        if before is None:
+            return _unmeasurable(ctx, "rel.driver_restart", "s", "no /service/random process in `ps -ax`")
+        works_before = vm.shell.run(probe, timeout=60).stdout.strip() == "16"
+        start = time.monotonic()
+        vm.shell.run(how.format(pid=before[0]), timeout=60)
+        back = None
+        while time.monotonic() - start < 60:
+            if vm.shell.run(probe, timeout=60).stdout.strip() == "16":
+                back = time.monotonic() - start
+                break
+            time.sleep(0.1)
+        after = _ps_line(vm.shell.run("ps -ax", timeout=60).stdout, "/service/random")
+        trials.append({"crash": how, "before": before, "after": after, "device_worked_before": works_before,
+                       "device_back_after_s": back,
+                       "same_pid": after is not None and after[0] == before[0]})  # fmt: skip
+        if back is not None:
+            samples.append(back)
+    return Measurement("rel.driver_restart", "s", samples, ctx.conditions(vm), timing=True,
+                       note="host time from the crash command until /dev/random reads again, polled every 0.1 s "
+                       "through the shell (includes the polling round trips)", extra={"trials": trials},
+                       inconclusive=None if samples else "the device never worked again within 60 s")  # fmt: skip

@@ -1,0 +1,313 @@
+"""testinfra over the serial shell: the MINIX/busybox mappings with a fake backend, then the real guest."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from testinfra.backend.base import BaseBackend, CommandResult
+from testinfra.modules.file import GNUFile, NetBSDFile
+
+from pytest_minix.shell import Result
+from pytest_minix.testinfra_backend import (
+    PROC_ALL,
+    PROC_ONE,
+    GuestHost,
+    LinuxGuestFile,
+    MinixFile,
+    OutputTruncated,
+    SerialShellBackend,
+    parse_proc_listing,
+)
+
+
+class FakeBackend(BaseBackend):  # type: ignore[misc]
+    """Answers commands from a table; anything else is 'not found' (127)."""
+
+    NAME = "fake"
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        super().__init__("fake")
+        self.answers = answers
+        self.commands: list[str] = []
+
+    def get_encoding(self) -> str:
+        return "utf-8"
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        cmd = self.get_command(command, *args)
+        self.commands.append(cmd)
+        answer = self.answers.get(cmd, (127, "", f"sh: {cmd.split()[0]}: not found\n"))
+        rc, out, err = answer if isinstance(answer, tuple) else (0, answer, "")
+        return self.result(rc, self.encode(cmd), out, err)
+
+
+def fake_host(answers: dict[str, Any]) -> GuestHost:
+    backend = FakeBackend(answers)
+    host = GuestHost(backend)
+    backend.set_host(host)
+    return host
+
+
+UNAME = "uname -s; uname -r; uname -m"
+
+# MINIX 3.4 /proc/<pid>/psinfo lines (minix/fs/procfs/pid.c): version type endpoint name
+# state blockedon prio utime stime cycles(2) mem(3) pstate ppid ruid euid pgrp nice fstate ftask tty kcycles(4)
+MINIX_PROCS = (
+    "@1\n1 U 65550 init S 0 7 0 2 0 12345 1056768 0 0 W 0 0 0 1 0 - 0 0 0 0 0 0\ninit \n"
+    "@5\n1 S 3 vfs S 0 5 0 9 0 99 800000 0 0 - 4 0 0 0 0 - 0 0 0 0 0 0\n\n"
+    "@77\n1 U 65627 getty S 1 7 0 1 0 2222 1105920 0 0 - 1 0 0 77 0 S 4 1024 0 0 0 0\n/usr/libexec/getty default \n"
+    "@99\n\n"  # exited between ls and cat
+)
+MINIX = {
+    UNAME: "Minix\n3.4.0\ni386\n",
+    "stat -f %Su /etc/passwd": "root\n",
+    "stat -f %u /etc/passwd": "0\n",
+    "stat -f %Sg /etc/passwd": "operator\n",
+    "stat -f %Lp /etc/passwd": "644\n",
+    "stat -f %z /etc/passwd": "5\n",
+    "test -e /etc/passwd": "",
+    "od -An -v -tx1 < /etc/passwd": " 72 6f 6f 74 0a\n",
+    PROC_ALL: MINIX_PROCS,
+    "id -nu": "root\n",
+    "getent passwd root": (1, "", ""),
+    "awk -F: -v v=root '$1 == v { print; exit }' /etc/passwd": "root:*:0:0:Charlie &:/root:/bin/sh\n",
+}
+
+
+def test_minix_is_netbsd_to_testinfra() -> None:
+    host = fake_host(MINIX)
+    info = host.system_info
+    assert (info.type, info.distribution, info.release, info.arch) == ("netbsd", "minix", "3.4.0", "i386")
+    assert (info.kernel, info.kernel_release) == ("Minix", "3.4.0")
+    f = host.file("/etc/passwd")
+    assert isinstance(f, MinixFile) and isinstance(f, NetBSDFile)
+    assert (f.exists, f.user, f.uid, f.group, f.mode, f.size) == (True, "root", 0, "operator", 0o644, 5)
+    assert f.content == b"root\n" and f.content_string == "root\n"
+    assert host.backend.commands.count(UNAME) == 1  # probed once per host
+
+
+def test_minix_processes_from_psinfo() -> None:
+    host = fake_host(MINIX)
+    procs = {p.pid: p for p in host.process.filter()}
+    assert sorted(procs) == [1, 5, 77]
+    assert (procs[1].comm, procs[1].ppid, procs[1].args, procs[1].state) == ("init", 0, "init", "S")
+    assert (procs[5].comm, procs[5].ppid, procs[5].args) == ("vfs", 4, "[vfs]")
+    getty = host.process.get(comm="getty")
+    assert (getty.pid, getty.ppid, getty.args) == (77, 1, "/usr/libexec/getty default")
+    assert [p.pid for p in host.process.filter(ppid=1)] == [77]
+    with pytest.raises(AttributeError, match="not available"):
+        _ = getty.pcpu
+    with pytest.raises(ValueError, match="cannot filter on"):
+        host.process.filter(user="root")
+
+
+def test_minix_user_without_getent() -> None:
+    user = fake_host(MINIX).user()
+    assert (user.name, user.home, user.shell, user.gecos, user.password) == (
+        "root", "/root", "/bin/sh", "Charlie &", "*",
+    )  # fmt: skip
+
+
+def test_linux_stat_with_odd_comm_and_kernel_thread() -> None:
+    text = (
+        "@1\n1 (busybox) S 0 1 1 0 -1 4194560 202 912 0 0 5 48 1 33 20 0 1 0 2 1593344\n/bin/busybox init \n"
+        "@42\n42 (a) b (c) R 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0\nx  y \n"
+        "@2\n2 (kthreadd) S 0 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 3 0\n\n"
+        "@7\n"
+    )
+    procs = parse_proc_listing(text)
+    assert [(p["pid"], p["comm"], p["ppid"], p["args"], p["lstart"]) for p in procs] == [
+        (1, "busybox", 0, "/bin/busybox init", "2"),
+        (42, "a) b (c", 1, "x  y", "777"),
+        (2, "kthreadd", 0, "[kthreadd]", "3"),
+    ]
+
+
+def test_busybox_fixups() -> None:
+    host = fake_host({
+        UNAME: "Linux\n6.1.0\ni686\n",
+        "cat /etc/os-release": (1, "", "no such file\n"),
+        "cat /etc/redhat-release": (1, "", ""),
+        "cat /etc/alpine-release": (1, "", ""),
+        "busybox 2>/dev/null | head -n 1": "BusyBox v1.35.0 (Debian) multi-call binary.\n",
+        "stat -Lc %U /etc/passwd": "UNKNOWN\n",
+        "stat -Lc %u /etc/passwd": "0\n",
+        "awk -F: -v i=0 '$3 == i { print $1; exit }' /etc/passwd": "root\n",
+        "stat -Lc %G /etc/passwd": "root\n",
+        "ls -1 -q -- /tmp": (1, "", "ls: invalid option -- 'q'\n"),
+        "ls -1 -- /tmp": "a\nb\n",
+    })  # fmt: skip
+    info = host.system_info
+    assert (info.type, info.distribution, info.release, info.kernel_release) == ("linux", "busybox", "1.35.0", "6.1.0")
+    f = host.file("/etc/passwd")
+    assert isinstance(f, LinuxGuestFile) and isinstance(f, GNUFile)
+    assert (f.user, f.group) == ("root", "root")
+    assert host.file("/tmp").listdir() == ["a", "b"]
+
+
+class FakeShell:
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        self.calls: list[tuple[str, float]] = []
+
+    def run(self, cmd: str, timeout: float = 60.0) -> Result:
+        self.calls.append((cmd, timeout))
+        return self.result
+
+
+class FakeVM:
+    def __init__(self, result: Result) -> None:
+        self.shell = FakeShell(result)
+        self.arch = "i386"
+        self.profile = type("P", (), {"name": "minix"})()
+
+
+def test_backend_runs_in_a_subshell_with_separate_streams() -> None:
+    vm = FakeVM(Result("", 3, "café\n", "oops\n", 0.01))
+    backend = SerialShellBackend(vm, timeout=9.0)  # type: ignore[arg-type]
+    r = backend.run("printf %s", "a b", timeout=2)
+    assert vm.shell.calls == [("( printf 'a b'\n)", 2.0)]
+    assert (r.rc, r.stdout, r.stderr, r.stdout_bytes) == (3, "café\n", "oops\n", "café\n".encode())
+    assert backend.encoding == "utf-8" and len(vm.shell.calls) == 1  # no python probe in the guest
+    assert backend.get_pytest_id() == "minix-serial://minix-i386"
+    backend.run("true")
+    assert vm.shell.calls[-1][1] == 9.0
+
+
+def test_backend_refuses_truncated_output() -> None:
+    backend = SerialShellBackend(FakeVM(Result("", 0, "[dropped]\n", "", 0.01, truncated=True)))  # type: ignore[arg-type]
+    with pytest.raises(OutputTruncated):
+        backend.run("cat /big")
+
+
+INNER_CONFTEST = """
+import pytest
+
+@pytest.fixture
+def minix_host():
+    return "guest-host"
+"""
+
+INNER_TEST = """
+def test_which(host):
+    print("HOST=" + repr(host))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("-p", "pytest_minix.testinfra_backend"), "HOST='guest-host'"),
+        # Registered early with -p, a plain plugin fixture would lose to pytest-testinfra's entry point.
+        (("-p", "pytest_minix.testinfra_backend", "-p", "no:minix_testinfra_host"), "HOST=<testinfra.host.Host local>"),
+    ],
+    ids=["ours-wins", "opt-out"],
+)
+def test_host_fixture_resolution(pytester: pytest.Pytester, args: tuple[str, ...], expected: str) -> None:
+    pytester.makeconftest(INNER_CONFTEST)
+    pytester.makepyfile(test_inner=INNER_TEST)
+    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
+    result.assert_outcomes(passed=1)
+    assert expected in result.stdout.str()
+
+
+# -- the real guest ---------------------------------------------------------------
+
+
+def is_minix(host: GuestHost) -> bool:
+    return bool(host.system_info.kernel == "Minix")
+
+
+def test_host_fixture_is_the_guest(host: GuestHost, minix_host: GuestHost, guest: Any) -> None:
+    assert host is minix_host and isinstance(host, GuestHost)
+    assert host.backend.vm is guest
+    assert host.backend.get_pytest_id() == f"minix-serial://{guest.profile.name}-{guest.arch}"
+
+
+def test_run_streams_status_and_encoding(host: GuestHost) -> None:
+    r = host.run("echo hi")
+    assert (r.rc, r.stdout, r.stderr) == (0, "hi\n", "")
+    r = host.run("echo out; echo err >&2; exit 3")
+    assert (r.rc, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    assert host.check_output("echo %s", "a  b;c") == "a  b;c"  # args are quoted
+    assert host.check_output("printf 'caf\\303\\251'") == "café"
+    r = host.run_expect([1], "grep -q %s /etc/passwd", "no-such-user-here")
+    assert r.rc == 1 and r.failed
+    with pytest.raises(AssertionError, match="Unexpected exit code 1"):
+        host.check_output("false")
+    # A subshell per command: neither cd nor exit reaches the login shell.
+    before = host.check_output("pwd")
+    assert host.run("cd /proc && exit 7").rc == 7
+    assert host.check_output("pwd") == before
+    assert host.exists("od") and not host.exists("no-such-command-xyz")
+
+
+def test_system_info(host: GuestHost, guest: Any) -> None:
+    info = host.system_info
+    if is_minix(host):
+        assert (info.type, info.distribution) == ("netbsd", "minix")
+    else:
+        assert (info.type, info.distribution, info.kernel) == ("linux", "busybox", "Linux")
+        assert info.release.count(".") >= 1
+    assert info.arch == host.check_output("uname -m")
+    assert info.kernel_release == host.check_output("uname -r")
+
+
+def test_file_passwd(host: GuestHost) -> None:
+    f = host.file("/etc/passwd")
+    assert f.exists and f.is_file and not f.is_directory
+    assert f.contains("root") and not f.contains("^no-such-user:")
+    assert (f.user, f.uid, f.gid, f.mode) == ("root", 0, 0, 0o644)
+    assert f.content_string.startswith("root:")
+    assert not host.file("/etc/no-such-file").exists
+
+
+def test_file_written_in_the_guest(host: GuestHost) -> None:
+    path, d = "/tmp/pm-testinfra-x", "/tmp/pm-testinfra-d"
+    data = b"caf\xc3\xa9\r\nx\x01\n"
+    try:
+        host.run_expect([0], "printf 'caf\\303\\251\\r\\nx\\001\\n' > %s && chmod 640 %s", path, path)
+        f = host.file(path)
+        assert f.exists and f.is_file
+        assert f.content == data  # exact bytes: \r and \x01 survive
+        assert f.content_string == data.decode()
+        assert (f.size, f.mode, f.user) == (len(data), 0o640, "root")
+        if not is_minix(host):
+            assert f.sha256sum == hashlib.sha256(data).hexdigest()
+            assert f.md5sum == hashlib.md5(data).hexdigest()
+            assert host.file("/bin/ps").is_symlink and host.file("/bin/ps").linked_to == "/bin/busybox"
+        host.run_expect([0], "mkdir -p %s && touch %s/b %s/a", d, d, d)
+        assert host.file(d).is_directory
+        assert sorted(host.file(d).listdir()) == ["a", "b"]
+    finally:
+        host.run("rm -rf %s %s", path, d)
+    assert not host.file(path).exists
+
+
+def test_processes(host: GuestHost) -> None:
+    init = host.process.get(pid=1)
+    assert init.ppid == 0 and "init" in init.args
+    # $$ in the subshell is the login shell's pid; its ancestors lead to pid 1.
+    shell = host.process.get(pid=int(host.check_output("echo $$")))
+    assert shell.comm.endswith("sh")
+    procs = {p.pid: p for p in host.process.filter()}
+    chain, pid = [], shell.pid
+    while pid not in (0, 1) and len(chain) < 10:
+        chain.append(procs[pid].comm)
+        pid = procs[pid].ppid
+    assert pid == 1, chain
+    # init's children include the console's getty, or the login it became.
+    assert {p.comm for p in host.process.filter(ppid=1)} & {"getty", "login"}
+    assert host.process.refresh(1)["pid"] == 1
+    assert host.process.refresh(999999) is None
+    assert parse_proc_listing(host.check_output(PROC_ONE % 1))[0]["comm"] == init.comm
+
+
+def test_user(host: GuestHost) -> None:
+    root = host.user("root")
+    assert root.exists and (root.uid, root.gid) == (0, 0)
+    assert (root.home, root.shell) == ("/root", "/bin/sh")
+    assert host.user().name == "root"
+    assert not host.user("no-such-user-xyz").exists
