@@ -71,6 +71,17 @@ def qemu_machines(qemu: str) -> frozenset[str]:
     return _machines[qemu]
 
 
+def make_image(path: Path, size: str) -> None:
+    """An empty (sparse) qcow2 image."""
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise QemuNotFound("qemu-img was not found; install it with `sudo apt-get install qemu-utils`.")
+    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), size],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise VMError(f"qemu-img could not create {path}: {proc.stderr.strip()}")
+
+
 def make_overlay(base: Path, overlay: Path, fmt: str = "raw") -> None:
     """A qcow2 overlay over ``base``, so the base image is never written."""
     qemu_img = shutil.which("qemu-img")
@@ -118,6 +129,10 @@ class Machine:
             overlay = self.dir / f"{key}.qcow2"
             make_overlay(base, overlay, spec.disk_formats.get(key, "raw"))
             files[key] = str(overlay)
+        # Where internal snapshots (savevm) keep the VM state: a drive with no device, so the
+        # guest sees no new hardware; a live CD has no writable disk to hold it otherwise.
+        vmstate = self.dir / "vmstate.qcow2"
+        make_image(vmstate, "1G")
 
         def fill(text: str) -> str:
             try:
@@ -136,6 +151,7 @@ class Machine:
             "-mon", "chardev=qmp,mode=control",
             "-chardev", f"socket,id=ser0,path={self.console_sock},server=on,wait=off",
             "-serial", "chardev:ser0",
+            "-drive", f"if=none,id=pm-vmstate,file={vmstate},format=qcow2",
         ]  # fmt: skip
         if self.debugcon is not None:
             argv += ["-chardev", f"socket,id=dbg,path={self.debugcon.sock_path},server=on,wait=off",

@@ -170,10 +170,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "guest" in metafunc.fixturenames:
-        arch = str(_setting(metafunc.config, "minix_arch", "i386"))
-        arches = list(ARCHES) if arch == "all" else [arch]
-        metafunc.parametrize("guest", arches, indirect=True, ids=arches)
+    for name in ("guest", "fresh_guest"):
+        if name in metafunc.fixturenames:
+            arch = str(_setting(metafunc.config, "minix_arch", "i386"))
+            arches = list(ARCHES) if arch == "all" else [arch]
+            metafunc.parametrize(name, arches, indirect=True, ids=arches)
+            break
 
 
 @pytest.fixture(scope="session")
@@ -220,6 +222,16 @@ def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
 
 
 _VM = pytest.StashKey[VM]()
+
+
+@pytest.fixture
+def fresh_guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
+    """Like ``guest``, but in its just-booted state: restored from a snapshot before the test, not rebooted."""
+    arch = getattr(request, "param", vm_pool.config.arches[0])
+    need_media(request, vm_pool, arch)
+    vm = vm_pool.fresh(arch)
+    request.node.stash[_VM] = vm
+    yield vm
 
 
 def need_media(request: pytest.FixtureRequest, pool: VMPool, arch: str) -> None:

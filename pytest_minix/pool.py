@@ -170,6 +170,21 @@ class VMPool:
         self._machines.append(machine)
         return machine
 
+    def fresh(self, arch: str) -> VM:
+        """The arch's shared VM in its just-booted state: snapshot on first use, restored on every later one."""
+        with self._lock:
+            vm = self.get(arch)
+            if not vm.has_snapshot:
+                vm.save_snapshot()
+                return vm
+            try:
+                vm.restore_snapshot()
+            except HarnessError:
+                vm.mark_broken("could not restore its snapshot")
+                vm = self.get(arch)  # a new boot, and a new snapshot
+                vm.save_snapshot()
+            return vm
+
     def boot(self, arch: str, options: VMOptions | None = None) -> VM:
         """Boot a new VM; under ``--accel=auto`` a KVM failure falls back to TCG once."""
         options = options or VMOptions()

@@ -35,6 +35,7 @@ class VM:
         self.shell = Shell(self.console, profile, alive=self._alive_reason)
         self.boot: BootResult | None = None
         self._broken: str | None = None
+        self._snapshot_saved = False
 
     @property
     def log_path(self) -> Path:
@@ -120,6 +121,46 @@ class VM:
         if rom is not None:
             out.append(Milestone("firmware", rom.t, rom.text))
         return out
+
+    # -- fresh state without a reboot ---------------------------------------------
+    SNAPSHOT = "pm-fresh"
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self._snapshot_saved
+
+    def save_snapshot(self) -> float:
+        """Save the whole VM (RAM, devices, disks) as an internal snapshot; returns the seconds it took.
+
+        Taken at the idle harness prompt, so a restore lands exactly there.
+        """
+        start = time.monotonic()
+        self.shell.run(":", timeout=30).check()  # the shell is idle and in sync
+        out = self.qmp.hmp(f"savevm {self.SNAPSHOT}", timeout=120)
+        if out.strip():
+            raise VMError(f"savevm failed: {out.strip()}", self.log_path)
+        self._snapshot_saved = True
+        return time.monotonic() - start
+
+    def restore_snapshot(self) -> float:
+        """Return to the saved state (also after a crashed shell); resync the console and shell."""
+        if not self._snapshot_saved:
+            raise VMError("restore_snapshot() before save_snapshot()", self.log_path)
+        start = time.monotonic()
+        out = self.qmp.hmp(f"loadvm {self.SNAPSHOT}", timeout=120)
+        if out.strip():
+            self.mark_broken(f"loadvm failed: {out.strip()}")
+            raise VMError(f"loadvm failed: {out.strip()}", self.log_path)
+        # Whatever the console held belongs to the abandoned state; the guest's shell is back at
+        # the prompt it printed before the snapshot, so a marker command resyncs both sides.
+        self.console.discard()
+        self.shell.broken = None
+        self._broken = None
+        r = self.shell.run(":", timeout=30)
+        if r.status != 0:
+            self.mark_broken(f"the shell did not answer after loadvm: {r}")
+            raise VMError("The shell did not answer after restoring the snapshot.", self.log_path)
+        return time.monotonic() - start
 
     def shutdown(self) -> None:
         self.machine.shutdown()
