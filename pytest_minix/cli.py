@@ -169,6 +169,31 @@ def _relay(machine) -> str:  # type: ignore[no-untyped-def]
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def cmd_merge_reports(args: argparse.Namespace) -> int:
+    """Merge claims reports of several sessions (CI shards, hosts) into one JSON + Markdown report."""
+    import json
+
+    from .report import ClaimsReport
+
+    parts = []
+    for path in args.reports:
+        try:
+            parts.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            print(f"pytest-minix: error: cannot read claims report {path}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        merged = ClaimsReport.merge(parts, [str(p) for p in args.reports])
+    except ValueError as exc:
+        print(f"pytest-minix: error: {exc}", file=sys.stderr)
+        return 2
+    json_path, md_path = merged.write(Path(args.output))
+    print(merged.table(width=132))
+    print(f"report: {json_path} and {md_path}")
+    refuted = merged.counts()["refuted"]
+    return 1 if refuted and args.fail_on_refuted else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-minix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--image", help="a MINIX image file to check instead of a cached release")
     v.add_argument("--sha256", default="", help="expected SHA-256")
     v.set_defaults(func=cmd_verify)
+
+    m = sub.add_parser("merge-reports", help="merge --claims-report files of several sessions (CI shards, hosts)")
+    m.add_argument("reports", nargs="+", help="JSON reports written by --claims-report")
+    m.add_argument("-o", "--output", required=True, help="merged JSON report (a Markdown twin is written beside it)")
+    m.add_argument("--fail-on-refuted", action="store_true", help="exit 1 when any merged claim is refuted")
+    m.set_defaults(func=cmd_merge_reports)
 
     c = sub.add_parser("console", help="boot a guest and attach this terminal to its serial console (Ctrl-] detaches)")
     c.add_argument("--guest", default="minix", help="guest profile (default minix)")

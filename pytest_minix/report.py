@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,26 @@ class ClaimsReport:
 
     def add(self, verdict: Verdict) -> None:
         self.records.append(verdict_record(verdict))
+
+    @classmethod
+    def merge(cls, reports: Sequence[Mapping[str, Any]], sources: Sequence[str] = ()) -> ClaimsReport:
+        """One report from several (shards of a CI matrix, several hosts): every verdict, and each part's meta.
+
+        A (claim, arch, guest) decided in more than one part is kept once per part: the
+        report shows both, since they were measured under different conditions.
+        """
+        merged = cls({"merged_from": [
+            {"source": src, **dict(r.get("pytest_minix") or {})}
+            for src, r in zip(list(sources) + [""] * (len(reports) - len(sources)), reports, strict=True)
+        ]})  # fmt: skip
+        for r in reports:
+            verdicts = r.get("verdicts")
+            if not isinstance(verdicts, list):
+                raise ValueError("not a pytest-minix claims report (no 'verdicts' list)")
+            for v in verdicts:
+                merged.add_record(v)
+        merged.records.sort(key=lambda v: (str(v.get("id")), str(v.get("arch")), str(v.get("guest"))))
+        return merged
 
     def add_record(self, record: Mapping[str, Any]) -> None:
         """A verdict already turned into a record (as xdist workers send them in test reports)."""
