@@ -74,6 +74,10 @@ def test_release_cd_boots_kernel_and_modules_by_multiboot(tmp_path, http_server,
         cd = next(b for b in machine.qmp.execute("query-block") if b["device"] == "ide1-cd0")
         cached = tmp_path / "cache" / "images" / "9.9.9" / "minix_R9.9.9.iso"
         assert cd["inserted"]["ro"] is True and cd["inserted"]["file"] == str(cached)
+        # fresh_guest works on a live CD too: the VM state goes to the device-less vmstate drive.
+        assert machine.qmp.hmp("savevm pm-fresh").strip() == ""
+        assert machine.qmp.hmp("loadvm pm-fresh").strip() == ""
+        assert "pm-fresh" in machine.qmp.hmp("info snapshots")
         assert hashlib.sha256(cached.read_bytes()).hexdigest() == hashlib.sha256(stub_iso.read_bytes()).hexdigest()
     finally:
         pool.close()
