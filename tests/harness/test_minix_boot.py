@@ -166,7 +166,9 @@ def test_kernel_timing_boots_use_cttyline_and_measure_from_the_firmware(tmp_path
     finally:
         pool.close()
     assert init.unmeasurable is None and len(init.samples) == 2 and init.bound == "upper" and init.timing
-    assert all(0 < a < b for a, b in zip(init.samples, ready.samples, strict=True))  # firmware time excluded
+    # Separate boots, so no pairwise comparison (load moves each); both are real, positive times.
+    assert all(a > 0 for a in init.samples) and len(ready.samples) == 2 and all(b > 0 for b in ready.samples)
+    assert ready.bound is None and "Booting from ROM" not in init.note
     log = Path(init.extra["logs"][0]).read_text()
     assert "bootcd=1 cdproberoot=1 console=tty00 cttyline=0 cttybaud=115200" in log
     assert init.conditions.accel == "tcg" and len(init.conditions.image_sha256) == 64
