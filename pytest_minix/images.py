@@ -158,8 +158,8 @@ class ImageStore:
                     p.unlink(missing_ok=True)
             if image.is_file():
                 return self._verify_locked(rel, pin)
-            if rel.compression == "none":
-                dl = image
+            if rel.compression == "none":  # downloaded under its own name, renamed only once verified
+                dl = image.with_name(image.name + ".download")
             if not dl.is_file():
                 if offline:
                     raise ImageUnavailable(
@@ -183,8 +183,12 @@ class ImageStore:
     def _install(self, rel: Release, dl: Path, dl_sha: str, pin: str) -> CachedImage:
         image = self.image_path(rel)
 
+        # Everything is checked on a staging file; the image appears under its real name (where
+        # the cache and later sessions look) only once it passed, and with its record beside it.
+        staged = image.with_name(image.name + ".part") if rel.compression == "bz2" else dl
+
         def reject(what: str) -> ImageError:
-            for p in {dl, image}:
+            for p in {dl, staged}:
                 p.unlink(missing_ok=True)
             return ImageError(f"{what} Nothing was cached; the bad file was deleted. {self._by_hand(rel)}")
 
@@ -193,9 +197,9 @@ class ImageStore:
                 f"Checksum mismatch for {rel.url}: SHA-256 {dl_sha}, but the release manifest pins "
                 f"{rel.download_sha256}."
             )
-        img_sha = self._decompress(rel, dl, reject) if rel.compression == "bz2" else dl_sha
+        img_sha = self._decompress(rel, dl, staged, reject) if rel.compression == "bz2" else dl_sha
         try:
-            kind = image_kind(image)
+            kind = image_kind(staged)
         except ImageError as exc:
             raise reject(f"The downloaded MINIX {rel.name} image is unusable: {exc}") from None
         if kind != rel.kind:
@@ -212,14 +216,15 @@ class ImageStore:
             )
         record = {
             "release": rel.name, "file": rel.file, "url": rel.url, "kind": kind,
-            "sha256": img_sha, "size": image.stat().st_size,
+            "sha256": img_sha, "size": staged.stat().st_size,
             "download_sha256": dl_sha, "download_size": dl.stat().st_size,
             "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "pinned": bool(rel.sha256 or rel.download_sha256 or pin),
         }  # fmt: skip
         self._write_record(rel, record)
-        if dl != image:
-            dl.unlink(missing_ok=True)  # the record keeps its hash; the image is what boots
+        os.replace(staged, image)
+        if dl.exists() and dl != image:
+            dl.unlink()  # the record keeps its hash; the image is what boots
         how = "verified against a pinned hash" if record["pinned"] else "trust on first use: later uses must match"
         self.notify(
             f"MINIX {rel.name} cached at {image}\n  image    SHA-256 {img_sha}\n"
@@ -227,10 +232,8 @@ class ImageStore:
         )
         return CachedImage(image, img_sha, kind, rel.name, dl_sha)
 
-    def _decompress(self, rel: Release, src: Path, reject: Callable[[str], ImageError]) -> str:
-        """Stream-decompress bz2 (multi-stream too) into the image, hashing as it goes."""
-        image = self.image_path(rel)
-        part = image.with_name(image.name + ".part")
+    def _decompress(self, rel: Release, src: Path, part: Path, reject: Callable[[str], ImageError]) -> str:
+        """Stream-decompress bz2 (multi-stream too) into ``part``, hashing as it goes."""
         h = hashlib.sha256()
         try:
             with open(src, "rb") as fin, open(part, "wb") as fout:
@@ -255,7 +258,6 @@ class ImageStore:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             what = f"{src} is not a complete bz2 file ({detail}): the download is truncated or corrupt."
             raise reject(what) from None
-        os.replace(part, image)
         return h.hexdigest()
 
     def verify(self, rel: Release, pin: str = "") -> CachedImage:

@@ -275,3 +275,34 @@ def test_shipped_manifest_and_a_users_extra_one(tmp_path, monkeypatch):
     bad.write_text("[releases\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_manifest()
+
+
+def test_an_interrupted_install_leaves_no_image_taken_as_good(http_server, store, iso_bytes, monkeypatch):
+    """A crash between decompressing and verifying must not leave an unverified image under its real
+    name: a later (offline) fetch would otherwise record it on trust."""
+    import pytest_minix.images as images_mod
+
+    st, _ = store
+    rel = release(http_server.add("/k.iso.bz2", bz2.compress(iso_bytes)))
+
+    def crash(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images_mod, "image_kind", crash)
+    with pytest.raises(KeyboardInterrupt):
+        st.fetch(rel)
+    assert not st.image_path(rel).exists() and not (st.release_dir(rel) / "record.json").exists()
+    monkeypatch.undo()
+    image = st.fetch(rel, offline=True)  # the complete download is verified again, then installed
+    assert image.path.read_bytes() == iso_bytes
+
+
+def test_uncompressed_release_is_verified_before_it_gets_its_name(http_server, store, iso_bytes):
+    st, _ = store
+    url = http_server.add("/plain.iso", iso_bytes)
+    bad = Release(name="9.9.7", file="plain.iso", url=url, compression="none", sha256="ab" * 32)
+    with pytest.raises(ImageError, match="Checksum mismatch"):
+        st.fetch(bad)
+    assert not st.image_path(bad).exists() and not list(st.release_dir(bad).glob("plain.iso*"))
+    good = Release(name="9.9.6", file="plain.iso", url=url, compression="none", sha256=sha(iso_bytes))
+    assert st.fetch(good).path.read_bytes() == iso_bytes
