@@ -12,8 +12,10 @@ import codecs
 import contextlib
 import re
 import socket
+import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,10 @@ from typing import BinaryIO
 from .errors import GuestPanic, VMError
 
 Pattern = str | re.Pattern[str]
+
+
+class ConsoleLogWarning(UserWarning):
+    """Writing the serial log failed (disk full, I/O error): logging stopped, the console goes on."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,19 @@ class Console:
         self.listeners: list[Callable[[Line], None]] = []
         self.taps: list[Callable[[bytes], None]] = []  # raw bytes as they arrive (interactive console)
         self.bytes_received = 0
+        # The first error writing the log file (e.g. ENOSPC): logging stops there, the console does not.
+        self.log_error: OSError | None = None
+
+    @property
+    def log_error_message(self) -> str | None:
+        """Why the serial log is incomplete, or None while it is whole."""
+        if self.log_error is None:
+            return None
+        reason = self.log_error.strerror or str(self.log_error)
+        return (
+            f"Writing the serial log {self.log_path} failed ({reason.lower()}); logging stopped there, so the "
+            f"log is incomplete. The VM and its console go on. Free space or choose another --vm-log-dir."
+        )
 
     # -- connection -------------------------------------------------------
     def connect(self, timeout: float = 10.0, alive: Callable[[], bool] | None = None) -> None:
@@ -153,8 +172,8 @@ class Console:
         if self._log is not None:
             try:
                 self._log.write(data)
-            except OSError:
-                pass  # a full disk must not stop the console; the error surfaces elsewhere
+            except OSError as exc:
+                self._log_failed(exc)
         self.bytes_received += len(data)
         for tap in self.taps:
             tap(data)
@@ -192,6 +211,17 @@ class Console:
         for line in completed:
             for listener in self.listeners:
                 listener(line)
+
+    def _log_failed(self, exc: OSError) -> None:
+        """A full disk must not stop the console: remember the first error, stop logging, and say so once."""
+        log, self._log = self._log, None
+        self.log_error = exc
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
+        message = self.log_error_message
+        print(f"pytest-minix: {message}", file=sys.stderr, flush=True)
+        warnings.warn(ConsoleLogWarning(message), stacklevel=2)
 
     def lines(self) -> list[Line]:
         """The retained complete lines (the most recent ``max_lines``)."""

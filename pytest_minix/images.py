@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ import filelock
 
 from .errors import ConfigError, DownloadError, GuestUnavailable, ImageError
 from .iso import BootSet, extract_boot, image_kind
-from .paths import cache_root
+from .paths import CACHE_ENV, cache_root
 from .releases import Release, check_sha256
 
 OFFLINE_ENV = "PYTEST_MINIX_OFFLINE"
@@ -175,6 +176,12 @@ class ImageStore:
                     raise ImageUnavailable(
                         f"The MINIX {rel.name} image ({rel.file}) could not be fetched. {exc} {self._by_hand(rel)}"
                     ) from None
+                except OSError as exc:  # the cache's disk, not the network: a harness error, not a skip
+                    raise ImageError(
+                        f"Could not write the MINIX {rel.name} download {dl}.part: {exc.strerror or exc}. "
+                        f"Free space there, or move the cache with ${CACHE_ENV}; the partial file is kept "
+                        "and resumed next time."
+                    ) from None
                 dl_sha = got.sha256
             else:
                 dl_sha = sha256_file(dl)  # placed by hand, or left by a fetch that was cut during decompression
@@ -235,6 +242,7 @@ class ImageStore:
     def _decompress(self, rel: Release, src: Path, part: Path, reject: Callable[[str], ImageError]) -> str:
         """Stream-decompress bz2 (multi-stream too) into ``part``, hashing as it goes."""
         h = hashlib.sha256()
+        fout_error: list[OSError] = []
         try:
             with open(src, "rb") as fin, open(part, "wb") as fout:
                 dec, fed, streams = bz2.BZ2Decompressor(), False, 0
@@ -243,7 +251,11 @@ class ImageStore:
                         out = dec.decompress(block)
                         fed = True
                         h.update(out)
-                        fout.write(out)
+                        try:
+                            fout.write(out)
+                        except OSError as exc:
+                            fout_error.append(exc)
+                            raise
                         block = b""
                         if dec.eof:  # pbzip2-style files hold several streams back to back
                             streams += 1
@@ -255,6 +267,14 @@ class ImageStore:
                 os.fsync(fout.fileno())
         except (OSError, EOFError, ValueError) as exc:
             part.unlink(missing_ok=True)
+            if fout_error or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+                # A full disk is not a corrupt download: keep the download, say where space is missing.
+                raise ImageError(
+                    f"Could not write the decompressed MINIX {rel.name} image {part}: "
+                    f"{getattr(exc, 'strerror', None) or exc}. "
+                    f"Free space there, or move the cache with ${CACHE_ENV}; the download {src} is kept. "
+                    "Nothing was cached as an image."
+                ) from None
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             what = f"{src} is not a complete bz2 file ({detail}): the download is truncated or corrupt."
             raise reject(what) from None

@@ -211,12 +211,22 @@ class Machine:
             for line in detail.splitlines():
                 if any(sign in line for sign in KVM_FAILURE_SIGNS):
                     return f"KVM failed ({line.strip()})"
+        now = time.monotonic()
         for ev in self.qmp.events():
             if ev.name == "GUEST_PANICKED":
                 return "the guest panicked (QMP GUEST_PANICKED)"
             if ev.name == "SHUTDOWN":
                 return f"the guest shut down (QMP SHUTDOWN, {ev.data})"
+            # A reset the guest asked for (reboot, triple fault, panic=-1) restarts it from the
+            # firmware: the shell and everything in RAM are gone. QEMU emits none at start (-S,
+            # cont), and resets of the host's own (loadvm, system_reset) have guest=false. Given
+            # a moment first, so a panic printed just before the reset is what gets reported.
+            if ev.name == "RESET" and ev.data.get("guest") and now - ev.host_time >= self.RESET_GRACE:
+                return f"the guest rebooted (QMP RESET, reason {ev.data.get('reason', 'unknown')})"
         return None
+
+    # Seconds a guest RESET is held back so the console can deliver what the guest printed before it.
+    RESET_GRACE = 0.5
 
     def qemu_stderr(self, limit: int = 2000) -> str:
         try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError, GuestUnavailable
+from .errors import ConfigError, GuestUnavailable, ImageError
 from .media import BootMedia
 
 if TYPE_CHECKING:  # imported when needed: requests and pycdlib are not needed to run the reference guest
@@ -54,7 +55,48 @@ def minix_media(arch: str, src: MinixSource, notify: Callable[[str], None] | Non
 
 
 def _boot_files(boot: BootSet) -> dict[str, str | Path]:
+    check_kernel_machine(boot.kernel, "i386")
     return {"kernel": boot.kernel, "modules": boot.initrd_arg()}
+
+
+# ELF e_machine values (the System V ABI's list) for the names in error messages.
+ELF_MACHINES = {
+    0: "no machine", 2: "SPARC", 3: "i386 (EM_386)", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390",
+    40: "32-bit ARM (EM_ARM)", 50: "IA-64", 62: "x86-64 (EM_X86_64)", 183: "AArch64 (EM_AARCH64)",
+    243: "RISC-V (EM_RISCV)",
+}  # fmt: skip
+# What each guest arch's kernel must be: MINIX/i386's kernel is a 32-bit ELF for EM_386.
+KERNEL_MACHINE = {"i386": 3, "arm": 40}
+
+
+def elf_machine(path: Path) -> int | None:
+    """The ELF header's e_machine, or None if ``path`` does not start with a valid ELF header.
+
+    Only the 20-byte identification + e_type + e_machine is read; a file that merely starts
+    with ``\x7fELF`` but has no valid class/data bytes is not taken as ELF.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(20)
+    except OSError as exc:
+        raise ImageError(f"The kernel {path} cannot be read ({exc}). Fix its permissions or path.") from exc
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    return int(struct.unpack_from("<H" if head[5] == 1 else ">H", head, 18)[0])
+
+
+def check_kernel_machine(kernel: Path, arch: str) -> None:
+    """Refuse an ELF kernel built for another machine before QEMU is started; non-ELF kernels pass."""
+    want = KERNEL_MACHINE.get(arch)
+    got = elf_machine(kernel)
+    if want is None or got is None or got == want:
+        return
+    got_name = ELF_MACHINES.get(got, f"machine {got}")
+    raise ImageError(
+        f"The kernel {kernel} is an ELF file for {got_name} (e_machine {got}), but the {arch} guest needs "
+        f"an ELF for {ELF_MACHINES[want]} (e_machine {want}): QEMU would not boot it. Use the kernel of a "
+        f"MINIX {arch} build (its /boot/minix_default/kernel) in --minix-boot-dir, or the matching --arch."
+    )
 
 
 def _cd(store: ImageStore, image: CachedImage, src: MinixSource) -> BootMedia:

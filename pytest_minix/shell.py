@@ -78,6 +78,10 @@ def parse_od(text: str) -> bytes:
     return bytes(int(tok, 16) for tok in text.split())
 
 
+# Exit status reported for a command line the shell abandoned (what sh reports for the error itself).
+ABANDONED_STATUS = 2
+
+
 class Shell:
     """Drives the guest's shell; marks the VM broken when it cannot be resynchronised."""
 
@@ -134,9 +138,11 @@ class Shell:
             self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", alive=self._alive_reason)
             rest = max(0.5, timeout - (time.monotonic() - start))
             rm = self.console.expect(
-                f"\x1eR{n} (\\d+)\r?\n", rest, what=f"the end of {cmd!r}", alive=self._alive_reason,
-                fail_on=self.profile.panic_patterns,
+                [f"\x1eR{n} (\\d+)\r?\n", re.escape(PS1) + r"\Z"], rest, what=f"the end of {cmd!r}",
+                alive=self._alive_reason, fail_on=self.profile.panic_patterns,
             )  # fmt: skip
+            if rm.index == 1:
+                return self._abandoned(cmd, rm.before, start, timeout)
             em = self.console.expect(f"\x1eZ{n}\r?\n", 10.0, what="the stderr of the command", alive=self._alive_reason)
         except TimeoutError as exc:
             self._recover(n)
@@ -145,7 +151,7 @@ class Shell:
             ) from None
         except VMError as exc:
             self.broken = str(exc).splitlines()[0]
-            raise
+            raise self._with_exit(exc) from None
         stderr = em.before
         if stderr.startswith(f"\x1eE{n}"):
             stderr = stderr.split("\n", 1)[1] if "\n" in stderr else ""
@@ -157,6 +163,38 @@ class Shell:
             stdout = f"[pytest-minix: {rm.dropped} bytes of output dropped]\n" + stdout
         return Result(cmd, int(rm.match.group(1)), self._clean(stdout), self._clean(stderr),
                       time.monotonic() - start, truncated)  # fmt: skip
+
+    def _abandoned(self, cmd: str, before: str, start: float, timeout: float) -> Result:
+        """The shell dropped the rest of the framed line and showed its prompt: no status marker came.
+
+        POSIX shells do this when a special builtin fails (e.g. `: > /no/such/dir/x`): an
+        interactive shell does not exit, but abandons the command line. The command failed;
+        its error message went to the stderr file, which is read back with a new command.
+        """
+        # Saved unframed first: the next framed command's own `2>` would truncate the file.
+        n = next(self._ids)
+        self.console.write(f"cp {ERR_FILE} {ERR_FILE}.a 2>/dev/null; printf '\\036A{n}\\n'\n")
+        self.console.expect(f"\x1eA{n}\r?\n", max(5.0, timeout), what="the saved stderr", alive=self._alive_reason)
+        err = self.run(f"cat {ERR_FILE}.a 2>/dev/null; rm -f {ERR_FILE}.a", timeout=max(5.0, timeout)).stdout
+        return Result(cmd, ABANDONED_STATUS, self._clean(before), self._clean(err), time.monotonic() - start)
+
+    def _with_exit(self, exc: VMError) -> VMError:
+        """``exc``, naming why QEMU or the guest went away when the console only saw it close.
+
+        The console's end of file can beat the reaping of a killed QEMU by a few ms: wait a
+        little for the exit status, so "killed by signal 9" is in the message.
+        """
+        if type(exc) is not VMError:
+            return exc  # GuestPanic and friends already say what happened
+        deadline = time.monotonic() + 1.0
+        reason = self._alive_reason()
+        while reason is None and callable(self._alive) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            reason = self._alive_reason()
+        if not reason or reason.splitlines()[0] in str(exc):
+            return exc
+        self.broken = f"{reason.splitlines()[0]} ({self.broken})"
+        return VMError(f"{reason}. {exc}")
 
     def _recover(self, n: int) -> None:
         """Interrupt a hung command and resync on a fresh marker, or mark the shell broken."""
@@ -195,7 +233,8 @@ class Shell:
 
     def get(self, remote: str, local: Path | str, timeout: float = 120.0) -> bytes:
         """Copy a guest file to the host (od hex dump), verified by checksum."""
-        r = self.run(f"od -An -v -tx1 {shlex.quote(remote)}", timeout).check()
+        # Redirected, so a name starting with "-" cannot be taken for an option of od.
+        r = self.run(f"od -An -v -tx1 < {shlex.quote(remote)}", timeout).check()
         data = parse_od(r.stdout)
         self._verify(data, remote, timeout)
         Path(local).write_bytes(data)

@@ -59,6 +59,25 @@ class VM:
 
     def start(self, boot_timeout: float, first_output_timeout: float) -> BootResult:
         """Launch, resume, wait for the login prompt, log in; fill in the timeline."""
+        try:
+            return self._start(boot_timeout, first_output_timeout)
+        except VMError as exc:
+            raise self._with_exit(exc) from None
+
+    def _with_exit(self, exc: VMError) -> VMError:
+        """``exc`` naming QEMU's exit when the console only saw it close (its EOF can beat the reaping)."""
+        if type(exc) is not VMError:
+            return exc  # BootTimeout, GuestPanic... already say what happened
+        deadline = time.monotonic() + 1.0
+        reason = self.machine.exit_reason()
+        while reason is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            reason = self.machine.exit_reason()
+        if not reason or reason.splitlines()[0] in str(exc):
+            return exc
+        return VMError(f"{reason}. {str(exc).split(' Serial log: ')[0]}", self.log_path)
+
+    def _start(self, boot_timeout: float, first_output_timeout: float) -> BootResult:
         p = self.profile
         self.machine.launch()
         self.machine.cont()
