@@ -35,7 +35,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -46,9 +45,11 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from harness_overhead import host_info as overhead_host_info
+from harness_overhead import percentile
 
 from pytest_minix.machine import find_qemu
 from pytest_minix.pool import HarnessConfig, VMPool
@@ -74,17 +75,6 @@ def log(msg: str) -> None:
 # -- statistics -----------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100)."""
-    data = sorted(values)
-    if not data:
-        return float("nan")
-    pos = (len(data) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
 def stats(values: Sequence[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
@@ -102,24 +92,11 @@ def stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def host_info() -> dict[str, Any]:
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     qemu = find_qemu(load_profile(GUEST).arch("i386").qemu, "i386")
-    version = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False).stdout
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "accel": "tcg",
-        "qemu_version": version.splitlines()[0] if version else "unknown",
-        "cpu_model": cpu,
-        "cpus": os.cpu_count(),
+        **overhead_host_info("i386", qemu),
         "sched_cpus": len(os.sched_getaffinity(0)),
         "mem_total_kib": _status_kib(Path("/proc/meminfo"), "MemTotal"),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
         "loadavg_start": os.getloadavg(),
         "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
     }

@@ -22,25 +22,23 @@ def cache_root() -> Path:
     return root
 
 
-def vm_dir() -> Path:
-    """The guest definitions (``vm/``): inside the wheel, or beside the package in a checkout."""
+def _shipped(name: str, probe: str, what: str) -> Path:
+    """A data directory shipped inside the wheel (``pytest_minix/<name>``) or beside the package in a checkout."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "vm", here.parent / "vm"):
-        if (candidate / "reference.toml").is_file():
+    for candidate in (here / name, here.parent / name):
+        if (candidate / probe).is_file():
             return candidate
     raise FileNotFoundError(
-        f"pytest-minix cannot find its guest definitions (vm/) next to {here}; "
+        f"pytest-minix cannot find its {what} ({name}/) next to {here}; "
         "the installation is incomplete: reinstall with `pip install --force-reinstall pytest-minix`."
     )
+
+
+def vm_dir() -> Path:
+    """The guest definitions (``vm/``)."""
+    return _shipped("vm", "reference.toml", "guest definitions")
 
 
 def claims_dir() -> Path:
-    """The shipped claims files (``claims/``): inside the wheel, or beside the package in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "claims", here.parent / "claims"):
-        if (candidate / "whitepaper.toml").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"pytest-minix cannot find its claims files (claims/) next to {here}; "
-        "the installation is incomplete: reinstall with `pip install --force-reinstall pytest-minix`."
-    )
+    """The shipped claims files (``claims/``)."""
+    return _shipped("claims", "whitepaper.toml", "claims files")
