@@ -58,12 +58,85 @@ def _compile(p: Pattern) -> re.Pattern[str]:
     return p if isinstance(p, re.Pattern) else re.compile(p, re.MULTILINE)
 
 
+class TextBuffer:
+    """Unconsumed console text as a deque of chunks, so appending never copies.
+
+    A single growing string costs a copy of the whole buffer per read: under a
+    flood of megabytes that is quadratic. Here appends are O(chunk), searches
+    join only the unsearched tail (plus an overlap), and a consume joins once.
+    Offsets are absolute stream offsets.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: deque[str] = deque()
+        self.base = 0  # absolute offset of the first retained character
+        self.end = 0  # absolute offset just past the last character
+
+    def __len__(self) -> int:
+        return self.end - self.base
+
+    def append(self, text: str) -> None:
+        if text:
+            self._chunks.append(text)
+            self.end += len(text)
+
+    def tail(self, start: int) -> str:
+        """The text from absolute offset ``start`` (clamped to the buffer) to the end.
+
+        The chunks it spans are merged into one, so the next call walks few chunks.
+        """
+        start = max(start, self.base)
+        parts: list[str] = []
+        covered = self.end
+        while self._chunks and covered > start:
+            chunk = self._chunks.pop()
+            parts.append(chunk)
+            covered -= len(chunk)
+        merged = "".join(reversed(parts))
+        if merged:
+            self._chunks.append(merged)
+        return merged[start - covered :]
+
+    def consume(self, upto: int) -> str:
+        """Remove and return the text from the start up to absolute offset ``upto``."""
+        upto = min(max(upto, self.base), self.end)
+        parts: list[str] = []
+        pos = self.base
+        while pos < upto:
+            chunk = self._chunks.popleft()
+            if pos + len(chunk) > upto:
+                keep = upto - pos
+                parts.append(chunk[:keep])
+                self._chunks.appendleft(chunk[keep:])
+                pos = upto
+            else:
+                parts.append(chunk)
+                pos += len(chunk)
+        self.base = upto
+        return "".join(parts)
+
+    def drop(self, n: int) -> None:
+        """Forget the oldest ``n`` characters (the flood cap)."""
+        upto = min(self.base + n, self.end)
+        while self._chunks and self.base + len(self._chunks[0]) <= upto:
+            self.base += len(self._chunks.popleft())
+        if self.base < upto:
+            self._chunks[0] = self._chunks[0][upto - self.base :]
+            self.base = upto
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.base = self.end
+
+
 class Console:
     """A chardev socket attached to the guest's first serial port."""
 
     # Patterns are searched again over this many characters before the new data, so
     # a match split across two reads is still found without rescanning everything.
     OVERLAP = 4096
+    # Longest line kept in lines()/tail(); the raw log and expect() are not limited by it.
+    MAX_LINE = 64 << 10
 
     def __init__(
         self,
@@ -81,9 +154,7 @@ class Console:
         self._log: BinaryIO | None = None
         self._cond = threading.Condition()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""  # decoded text not yet consumed by expect
-        self._pending_base = 0  # absolute stream offset of _pending[0]
-        self._total = 0  # absolute stream offset of the end of the text
+        self._pending = TextBuffer()  # decoded text not yet consumed by expect
         self._scanned = 0  # absolute offset up to which patterns have been searched
         self._line_starts: deque[tuple[int, float]] = deque(maxlen=max_lines)
         self._max_pending = max_pending
@@ -92,6 +163,7 @@ class Console:
         self._head: list[Line] = []
         self._head_max = head_lines
         self._partial: list[str] = []
+        self._partial_len = 0
         self._partial_t: float | None = None
         self._eof = False
         self._eof_reason = ""
@@ -185,14 +257,15 @@ class Console:
             while pos < len(text):
                 if self._partial_t is None:
                     self._partial_t = t
-                    self._line_starts.append((self._total + pos, t))
+                    self._line_starts.append((self._pending.end + pos, t))
                 nl = text.find("\n", pos)
                 if nl < 0:
-                    self._partial.append(text[pos:])
+                    self._add_partial(text[pos:])
                     break
-                self._partial.append(text[pos:nl])
+                self._add_partial(text[pos:nl])
                 line = Line(self._partial_t, "".join(self._partial).rstrip("\r"))
                 self._partial = []
+                self._partial_len = 0
                 self._partial_t = None
                 completed.append(line)
                 pos = nl + 1
@@ -200,17 +273,27 @@ class Console:
                 self._lines.append(line)
                 if len(self._head) < self._head_max:
                     self._head.append(line)
-            self._pending += text
-            self._total += len(text)
+            self._pending.append(text)
             if len(self._pending) > self._max_pending:
                 cut = len(self._pending) - self._max_pending // 2
-                self._pending = self._pending[cut:]
-                self._pending_base += cut
+                self._pending.drop(cut)
                 self._dropped += cut
             self._cond.notify_all()
         for line in completed:
             for listener in self.listeners:
                 listener(line)
+
+    def _add_partial(self, piece: str) -> None:
+        # A line with no newline (binary output, `yes | tr -d '\n'`) must not grow without bound:
+        # the retained line keeps its first MAX_LINE characters; expect() still sees everything.
+        if self._partial_len > self.MAX_LINE:
+            return  # already truncated and noted
+        if self._partial_len + len(piece) > self.MAX_LINE:
+            piece = piece[: self.MAX_LINE - self._partial_len] + " [pytest-minix: line truncated]"
+            self._partial_len = self.MAX_LINE + 1
+        else:
+            self._partial_len += len(piece)
+        self._partial.append(piece)
 
     def _log_failed(self, exc: OSError) -> None:
         """A full disk must not stop the console: remember the first error, stop logging, and say so once."""
@@ -256,9 +339,8 @@ class Console:
     def discard(self) -> None:
         """Forget unconsumed text (before sending a command whose output matters)."""
         with self._cond:
-            self._pending_base = self._total
-            self._pending = ""
-            self._scanned = self._total
+            self._pending.clear()
+            self._scanned = self._pending.end
 
     def expect(
         self,
@@ -280,17 +362,20 @@ class Console:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                start = max(self._scanned - self.OVERLAP, self._pending_base) - self._pending_base
+                # One character before the window keeps ``^`` and lookbehinds honest at its edge.
+                window_start = max(self._scanned - self.OVERLAP - 1, self._pending.base)
+                window = self._pending.tail(window_start)
+                skip = 1 if window_start > self._pending.base else 0
                 best: tuple[int, int, re.Match[str]] | None = None
                 for i, p in enumerate(pats):
-                    m = p.search(self._pending, start)
+                    m = p.search(window, skip)
                     if m and (best is None or m.start() < best[0]):
                         best = (m.start(), i, m)
                 for p in fails:
-                    fm = p.search(self._pending, start)
+                    fm = p.search(window, skip)
                     if fm and (best is None or fm.start() < best[0]):
-                        line_end = self._pending.find("\n", fm.end())
-                        context = self._pending[max(0, fm.start() - 2000) : line_end if line_end >= 0 else None]
+                        line_end = window.find("\n", fm.end())
+                        context = window[max(0, fm.start() - 2000) : line_end if line_end >= 0 else None]
                         raise GuestPanic(
                             f"The guest printed a failure pattern {p.pattern!r} while waiting for {what or 'output'}:\n"
                             f"{context[-2000:]}\n",
@@ -298,15 +383,13 @@ class Console:
                         )
                 if best is not None:
                     _, i, m = best
-                    before = self._pending[: m.start()]
-                    t = self._time_at(self._pending_base + m.start())
+                    t = self._time_at(window_start + m.start())
+                    before = self._pending.consume(window_start + m.start())
+                    self._pending.consume(window_start + m.end())
                     dropped, self._dropped = self._dropped, 0
-                    cut = m.end()
-                    self._pending = self._pending[cut:]
-                    self._pending_base += cut
-                    self._scanned = self._pending_base
+                    self._scanned = self._pending.base
                     return Match(i, m, before, t, dropped)
-                self._scanned = self._total
+                self._scanned = self._pending.end
                 if self._eof:
                     raise VMError(
                         f"{self._eof_reason} while waiting for {what or [p.pattern for p in pats]}. "

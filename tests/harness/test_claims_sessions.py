@@ -110,6 +110,7 @@ def test_harness_errors_have_their_own_exit_status(session: pytest.Pytester) -> 
     assert "the harness broke in 3 test(s); exit status 10" in out and "apt-get install qemu-system-x86" in out
 
 
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_malformed_claims_fail_at_start_with_file_and_line(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", bad=CLAIMS.replace('unit = "count"', 'unit = "parsecs"'))
     pytester.makepyfile(test_suite=SUITE)
@@ -120,6 +121,7 @@ def test_malformed_claims_fail_at_start_with_file_and_line(pytester: pytest.Pyte
     assert "Malformed claims file" in err and f"bad.toml:{line}" in err and "parsecs" in err, err
 
 
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_unknown_metric_fails_at_start(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", bad=CLAIMS.replace('metric = "proc.count"', 'metric = "proc.cuont"'))
     pytester.makepyfile(test_suite=SUITE)

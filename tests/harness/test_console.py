@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pytest_minix.console import Console
+from pytest_minix.console import Console, TextBuffer
 from pytest_minix.errors import GuestPanic, VMError
 
 
@@ -143,3 +145,113 @@ def test_raw_log_is_byte_exact(pair: tuple[Console, FakeSerial], tmp_path: Path)
     con.expect("minix# $", 5)
     con.close()
     assert (tmp_path / "serial.log").read_bytes() == data
+
+
+def test_endless_line_is_capped_but_expect_sees_all(pair: tuple[Console, FakeSerial]) -> None:
+    con, serial = pair
+    serial.send(b"y" * (3 * Console.MAX_LINE) + b"TAIL-MARK")  # no newline at all
+    con.expect("TAIL-MARK", 10)
+    tail = con.tail(1)
+    assert len(tail) < Console.MAX_LINE + 100
+    assert tail.endswith("[pytest-minix: line truncated]")
+    serial.send(b"\nnext\n")
+    con.expect("next\n", 5)
+    assert [ln.text for ln in con.lines()][-1] == "next"
+
+
+def test_match_split_across_reads_and_anchors_at_window_edge(pair: tuple[Console, FakeSerial]) -> None:
+    con, serial = pair
+    serial.send(b"x" * 10_000 + b"PROM")
+    with pytest.raises(TimeoutError):
+        con.expect("PROMPT>", 0.3)  # scans the first part, so the next search starts near its end
+    serial.send(b"PT>\n")
+    m = con.expect("PROMPT>", 5)
+    assert m.before == "x" * 10_000  # "PROM" was searched again through the overlap
+    # ``^`` must not match in the middle of a line just because a search window starts there:
+    # put a mid-line READY exactly where the next window begins (OVERLAP before the scanned end).
+    filler = Console.OVERLAP - len("READY")
+    serial.send(b"a" * 100 + b"READY" + b"b" * filler)
+    with pytest.raises(TimeoutError):
+        con.expect("zz", 0.3)
+    serial.send(b"\nREADY\n")
+    m = con.expect("^READY", 5)
+    assert m.before == "\n" + "a" * 100 + "READY" + "b" * filler + "\n"
+
+
+# -- the pending-text buffer against a plain-string model ---------------------------------
+
+
+@st.composite
+def _buffer_ops(draw: st.DrawFn) -> list[tuple[str, int | str]]:
+    ops: list[tuple[str, int | str]] = []
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from(["append", "tail", "consume", "drop", "clear"]))
+        if kind == "append":
+            ops.append((kind, draw(st.text(alphabet="abc\n", max_size=30))))
+        else:
+            ops.append((kind, draw(st.integers(-5, 120))))
+    return ops
+
+
+@given(_buffer_ops())
+@settings(max_examples=300, deadline=None)
+def test_text_buffer_matches_a_string_model(ops: list[tuple[str, int | str]]) -> None:
+    buf = TextBuffer()
+    model, base = "", 0  # model holds the text from absolute offset ``base``
+    for kind, arg in ops:
+        if kind == "append":
+            assert isinstance(arg, str)
+            buf.append(arg)
+            model += arg
+        elif kind == "tail":
+            assert isinstance(arg, int)
+            assert buf.tail(base + arg) == model[max(arg, 0) :]
+        elif kind == "consume":
+            assert isinstance(arg, int)
+            n = min(max(arg, 0), len(model))
+            assert buf.consume(base + arg) == model[:n]
+            model, base = model[n:], base + n
+        elif kind == "drop":
+            assert isinstance(arg, int)
+            n = min(max(arg, 0), len(model))
+            buf.drop(n)
+            model, base = model[n:], base + n
+        else:
+            buf.clear()
+            model, base = "", base + len(model)
+        assert (buf.base, buf.end, len(buf)) == (base, base + len(model), len(model))
+        assert buf.tail(buf.base) == model
+
+
+def test_feed_is_linear_in_small_reads(tmp_path: Path) -> None:
+    """12 MB in 64-byte reads with a waiter: the old single-string buffer copied 8 MiB per read.
+
+    Not a timing test: it counts how much text the waiter's searches touched.
+    """
+    con = Console(tmp_path / "f.sock", tmp_path / "f.log")
+    searched = 0
+    tail = TextBuffer.tail
+
+    def counting_tail(self: TextBuffer, start: int) -> str:
+        nonlocal searched
+        out = tail(self, start)
+        searched += len(out)
+        return out
+
+    block = (b"pytest-minix-flood\n" * 4)[:64]
+    got: list[int] = []
+
+    def waiter() -> None:
+        got.append(con.expect("END-MARK", 120).dropped)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TextBuffer, "tail", counting_tail)
+        th = threading.Thread(target=waiter)
+        th.start()
+        for _ in range(12_000_000 // 64):
+            con._feed(block, 0.0)
+        con._feed(b"END-MARK\n", 0.0)
+        th.join(60)
+    assert got and got[0] > 0  # the default 8 MiB cap overflowed and the cut was reported
+    # Each search covers only new text plus the overlap: a small multiple of the stream, not 8 MiB per read.
+    assert searched < 12_000_000 * 3 + 200_000 * (Console.OVERLAP + 1)

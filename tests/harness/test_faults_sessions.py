@@ -12,12 +12,10 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -34,6 +32,9 @@ from pytest_minix.images import ImageStore
 from pytest_minix.minix import MinixSource, check_kernel_machine, elf_machine, minix_media
 from pytest_minix.pool import HarnessConfig, VMPool
 from pytest_minix.releases import Release
+
+# Rows of the fault matrix: repeated by --fault-trials, checked for leftovers (conftest.no_leaks).
+pytestmark = pytest.mark.usefixtures("fault_trial", "no_leaks")
 
 ARGS = ("-p", "no:cacheprovider", "--guest=reference", "--arch=i386", "--accel=tcg")
 
@@ -72,20 +73,6 @@ def _wait(pred: object, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return bool(pred())
-
-
-@pytest.fixture
-def private_runtime() -> Iterator[Path]:
-    """An XDG_RUNTIME_DIR of the test's own, so sweeping sees only this test's sessions.
-
-    Short, under /tmp: socket paths inside it must fit AF_UNIX's 108 bytes.
-    """
-    run = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
-    os.chmod(run, 0o700)
-    try:
-        yield run
-    finally:
-        shutil.rmtree(run, ignore_errors=True)
 
 
 # ---- 1. an xdist worker killed while it holds a guest ------------------------------------------

@@ -13,6 +13,9 @@ import pytest
 
 from pytest_minix import statedir
 
+# Rows of the fault matrix: repeated by --fault-trials, checked for leftovers (conftest.no_leaks).
+pytestmark = pytest.mark.usefixtures("fault_trial", "no_leaks")
+
 INNER = """
 import os, time
 from pathlib import Path

@@ -18,6 +18,7 @@ def test_boot(guest):
 """
 
 
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", "-W",
@@ -32,6 +33,7 @@ def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester
         assert (static or "KVM") in out
 
 
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_accel_kvm_fails_with_reason_where_kvm_is_broken(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=kvm")
@@ -44,6 +46,7 @@ def test_accel_kvm_fails_with_reason_where_kvm_is_broken(pytester: pytest.Pytest
     assert "--accel=auto" in out and "--accel=tcg" in out
 
 
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_guest_without_prompt_fails_within_boot_timeout(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
     start = time.monotonic()
@@ -67,6 +70,7 @@ def test_unknown_arch_and_guest_are_usage_errors(pytester: pytest.Pytester) -> N
     assert "Unknown guest 'nope'. Valid guests: " in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_missing_qemu_names_the_package(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest_subprocess(*ARGS, "--qemu-i386=/nonexistent/qemu-system-i386")
