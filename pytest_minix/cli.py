@@ -247,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         c.add_argument(opt, default=None)
     c.set_defaults(func=cmd_console)
 
+    from .mcp_server import add_parser as add_mcp_parser
+
+    add_mcp_parser(sub)
+
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

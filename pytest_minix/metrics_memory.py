@@ -26,6 +26,24 @@ def meminfo_free_mib(text: str) -> float | None:
     return None
 
 
+MINIX_MEMINFO = ("pagesize", "total_pages", "free_pages", "largest_free_pages", "cached_pages")
+
+
+def parse_meminfo(text: str) -> dict[str, float]:
+    """Every field of /proc/meminfo: Linux ``Key: N kB`` lines as MiB (counts as they are), or
+    MINIX's one line of five numbers (page size, total, free, largest free, cached pages) with
+    ``total_mib``/``free_mib``/``cached_mib`` derived."""
+    out: dict[str, float] = {}
+    for m in re.finditer(r"^(\w[\w()]*):\s+(\d+)(?: (kB))?\s*$", text, re.MULTILINE):
+        out[m.group(1)] = int(m.group(2)) / 1024 if m.group(3) else float(m.group(2))
+    nums = text.split()
+    if not out and len(nums) == 5 and all(x.isdigit() for x in nums):
+        out = dict(zip(MINIX_MEMINFO, map(float, nums), strict=True))
+        for key in ("total", "free", "cached"):
+            out[f"{key}_mib"] = out["pagesize"] * out[f"{key}_pages"] / 2**20
+    return out
+
+
 @metric("mem.free_ram", "MiB", "size", "free RAM the guest reports after boot (and around a workload, in extra)")
 def mem_free_ram(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
@@ -50,7 +68,7 @@ def mem_free_ram(ctx: MetricContext) -> Measurement:
                               "total": meminfo_total_mib(text)})  # fmt: skip
 
 
-def _proc_status(pid: int) -> dict[str, str]:
+def proc_status(pid: int) -> dict[str, str]:
     out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -71,7 +89,7 @@ def mem_host_rss(ctx: MetricContext) -> Measurement:
     pid = vm.machine.pid
     if pid is None:
         return _unmeasurable(ctx, "mem.host_rss", "MiB", "QEMU is not running")
-    status = _proc_status(pid)
+    status = proc_status(pid)
     rss_kib = int(status["VmRSS"].split()[0])
     minor, major = qemu_faults(pid)
     return Measurement("mem.host_rss", "MiB", [rss_kib / 1024], ctx.conditions(vm),

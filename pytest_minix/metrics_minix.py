@@ -14,6 +14,8 @@ from collections import Counter
 
 from .measurement import Measurement
 from .metrics import MetricContext, _unmeasurable, metric
+from .shell import Result
+from .vm import VM
 
 # name(params) = result | name(params) for calls that do not return; an optional "<pid>| " or
 # "<pid>' " prefix when several processes are traced, and "*" for a resumed (already counted) call.
@@ -42,18 +44,34 @@ def parse_trace(text: str) -> Counter[str]:
     return calls
 
 
+def no_tracer_reason(guest: str) -> str | None:
+    """Why ``guest`` has no system-call tracer, or None when it has one (MINIX's trace(1))."""
+    if guest == "minix":
+        return None
+    return f"guest {guest!r} has no system-call tracer (MINIX has trace(1); busybox has no strace)"
+
+
+def trace_command(vm: VM, script: str, timeout: float = 300) -> tuple[Counter[str], Result]:
+    """Run ``script`` under trace(1), children followed, and count its system calls.
+
+    The script reaches the guest as one quoted argument of ``sh -c``; the trace goes to a
+    file (not the console) and is read back, then removed.
+    """
+    cmd = f"trace -f -o /tmp/.pm-trace sh -c {shlex.quote(script)}; cat /tmp/.pm-trace; rm -f /tmp/.pm-trace"
+    result = vm.shell.run(cmd, timeout=timeout)
+    return parse_trace(result.stdout), result
+
+
 @metric("syscall.profile", "count", "count", "system calls made by standard workloads, traced with trace(1)")
 def syscall_profile(ctx: MetricContext) -> Measurement:
-    if ctx.guest_name != "minix":
-        why = f"guest {ctx.guest_name!r} has no system-call tracer (MINIX has trace(1); busybox has no strace)"
+    why = no_tracer_reason(ctx.guest_name)
+    if why:
         return _unmeasurable(ctx, "syscall.profile", "count", why)
     vm = ctx.guest()
     per_workload: dict[str, dict[str, int]] = {}
     totals: list[float] = []
     for name, script in WORKLOADS.items():
-        cmd = f"trace -f -o /tmp/.pm-trace sh -c {shlex.quote(script)}; cat /tmp/.pm-trace; rm -f /tmp/.pm-trace"
-        out = vm.shell.run(cmd, timeout=300).stdout
-        calls = parse_trace(out)
+        calls, _ = trace_command(vm, script)
         per_workload[name] = dict(calls.most_common())
         totals.append(float(sum(calls.values())))
     seen = sorted({c for calls in per_workload.values() for c in calls})

@@ -97,6 +97,7 @@ class VMPool:
         self.line_listeners: list[Callable[[Line], None]] = []  # every new machine's console lines (progress)
         self.boots: list[VM] = []
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.closed = False
 
     def media(self, arch: str) -> BootMedia:
         """The arch's boot media, resolved once (fetching or extracting as needed).
@@ -204,6 +205,9 @@ class VMPool:
             return self._start(replace(spec, accel="tcg"), options)
 
     def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
+        if self.closed:
+            # A caller still running after close() (an abandoned measurement) must not start new QEMUs.
+            raise VMError("This VM pool was closed (its session ended or was aborted); no new VM is started.")
         vm = VM(self.machine(spec), self.profile)
         self._all.append(vm)
         timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
@@ -226,6 +230,7 @@ class VMPool:
         vm.shutdown()
 
     def close(self) -> None:
+        self.closed = True
         with self._lock:
             for machine in self._machines:
                 try:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .console import Console
-from .errors import BootTimeout, GuestPanic, VMError
+from .errors import BootTimeout, ConfigError, GuestPanic, VMError
 from .machine import Machine
 from .profiles import GuestProfile
 from .qmp import QMP
@@ -35,7 +36,7 @@ class VM:
         self.shell = Shell(self.console, profile, alive=self._alive_reason)
         self.boot: BootResult | None = None
         self._broken: str | None = None
-        self._snapshot_saved = False
+        self._snapshots: set[str] = set()
 
     @property
     def log_path(self) -> Path:
@@ -143,30 +144,49 @@ class VM:
 
     # -- fresh state without a reboot ---------------------------------------------
     SNAPSHOT = "pm-fresh"
+    # Snapshot names go into HMP command lines: letters, digits and ._- only, so none can add words.
+    _SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
     @property
     def has_snapshot(self) -> bool:
-        return self._snapshot_saved
+        return self.SNAPSHOT in self._snapshots
 
-    def save_snapshot(self) -> float:
+    @property
+    def snapshots(self) -> list[str]:
+        """Names of the snapshots saved in this VM."""
+        return sorted(self._snapshots)
+
+    def _snapshot_name(self, name: str) -> str:
+        if not self._SNAPSHOT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"Snapshot name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit."
+            )
+        return name
+
+    def save_snapshot(self, name: str = SNAPSHOT) -> float:
         """Save the whole VM (RAM, devices, disks) as an internal snapshot; returns the seconds it took.
 
-        Taken at the idle harness prompt, so a restore lands exactly there.
+        Taken at the idle harness prompt, so a restore lands exactly there. Saving under an
+        existing name replaces that snapshot.
         """
+        name = self._snapshot_name(name)
         start = time.monotonic()
         self.shell.run(":", timeout=30).check()  # the shell is idle and in sync
-        out = self.qmp.hmp(f"savevm {self.SNAPSHOT}", timeout=120)
+        out = self.qmp.hmp(f"savevm {name}", timeout=120)
         if out.strip():
             raise VMError(f"savevm failed: {out.strip()}", self.log_path)
-        self._snapshot_saved = True
+        self._snapshots.add(name)
         return time.monotonic() - start
 
-    def restore_snapshot(self) -> float:
-        """Return to the saved state (also after a crashed shell); resync the console and shell."""
-        if not self._snapshot_saved:
-            raise VMError("restore_snapshot() before save_snapshot()", self.log_path)
+    def restore_snapshot(self, name: str = SNAPSHOT) -> float:
+        """Return to a saved state (also after a crashed shell); resync the console and shell."""
+        name = self._snapshot_name(name)
+        if name not in self._snapshots:
+            saved = ", ".join(self.snapshots) or "none"
+            raise ConfigError(f"No snapshot named {name!r} in this VM (saved: {saved}); save one first.")
         start = time.monotonic()
-        out = self.qmp.hmp(f"loadvm {self.SNAPSHOT}", timeout=120)
+        out = self.qmp.hmp(f"loadvm {name}", timeout=120)
         if out.strip():
             self.mark_broken(f"loadvm failed: {out.strip()}")
             raise VMError(f"loadvm failed: {out.strip()}", self.log_path)

@@ -8,7 +8,7 @@ import pytest
 
 from pytest_minix import VM
 from pytest_minix.metrics import METRICS, MetricContext
-from pytest_minix.metrics_memory import meminfo_free_mib, qemu_faults
+from pytest_minix.metrics_memory import meminfo_free_mib, parse_meminfo, qemu_faults
 
 # Captured from the reference guest (i386, -m 256) with `cat /proc/meminfo`, first lines.
 LINUX_MEMINFO = "MemTotal:         243584 kB\nMemFree:          226668 kB\nMemAvailable:     223824 kB\n"
@@ -20,6 +20,17 @@ def test_meminfo_free_formats() -> None:
     # MINIX procfs: pagesize total free largest cached (minix/fs/procfs/root.c; derived from the source).
     assert meminfo_free_mib("4096 65536 52000 51000 1200\n") == pytest.approx(52000 * 4096 / 2**20)
     assert meminfo_free_mib("nonsense") is None
+
+
+def test_parse_meminfo_keeps_every_field() -> None:
+    linux = parse_meminfo(LINUX_MEMINFO + "HugePages_Total:       0\nActive(anon):      4068 kB\n")
+    assert linux == {"MemTotal": pytest.approx(243584 / 1024), "MemFree": pytest.approx(226668 / 1024),
+                     "MemAvailable": pytest.approx(223824 / 1024), "HugePages_Total": 0.0,
+                     "Active(anon)": pytest.approx(4068 / 1024)}  # fmt: skip
+    minix = parse_meminfo("4096 65536 52000 51000 1200\n")
+    assert minix["total_mib"] == 256.0 and minix["free_pages"] == 52000
+    assert minix["free_mib"] == pytest.approx(meminfo_free_mib("4096 65536 52000 51000 1200\n") or 0)
+    assert parse_meminfo("nonsense") == {}
 
 
 def test_qemu_faults_parses_a_real_stat_line() -> None:

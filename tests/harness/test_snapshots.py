@@ -49,11 +49,24 @@ def test_restore_is_much_faster_than_a_boot(fresh_guest: VM) -> None:
 
 
 def test_restore_without_a_snapshot_is_an_error(vm_pool) -> None:
-    from pytest_minix.errors import VMError
+    from pytest_minix.errors import ConfigError
 
     vm = vm_pool.boot(vm_pool.config.arches[0])
     try:
-        with pytest.raises(VMError, match="before save_snapshot"):
+        with pytest.raises(ConfigError, match=r"No snapshot named 'pm-fresh'.*saved: none"):
             vm.restore_snapshot()
+        for bad in ("", "a b", "x;quit", "-f", "n\nquit", "é"):
+            with pytest.raises(ConfigError, match="is not allowed"):
+                vm.save_snapshot(bad)
+        # Named snapshots: two states, each restored exactly.
+        vm.shell.run("echo one > /tmp/state").check()
+        vm.save_snapshot("one")
+        vm.shell.run("echo two > /tmp/state").check()
+        vm.save_snapshot("two")
+        assert vm.snapshots == ["one", "two"]
+        vm.restore_snapshot("one")
+        assert vm.shell.run("cat /tmp/state").stdout == "one\n"
+        vm.restore_snapshot("two")
+        assert vm.shell.run("cat /tmp/state").stdout == "two\n"
     finally:
         vm_pool.release(vm)
