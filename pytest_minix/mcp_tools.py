@@ -8,7 +8,9 @@ timeout or a malformed snapshot name is refused before any VM is touched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
 import os
 import secrets
@@ -16,9 +18,11 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.resources import FunctionResource
 from pydantic import Field
 
 from .errors import HarnessError
@@ -73,6 +77,20 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         except ValueError as exc:
             raise ToolError(f"{what}: {exc}") from None
 
+    def reporter(ctx: Context) -> Callable[[str], None]:
+        """A progress callback for a worker thread: each message becomes an MCP progress notification.
+
+        Long calls (boot rounds, claims) report as they go, so a client sees them alive and can
+        keep its own timeout from firing. Without a progress token from the client, nothing is sent.
+        """
+        count = itertools.count(1)
+
+        def report(message: str) -> None:
+            with contextlib.suppress(Exception):  # the call may have been abandoned, or the client gone
+                anyio.from_thread.run(ctx.report_progress, next(count), None, message)
+
+        return report
+
     @server.tool()
     async def list_guests() -> dict[str, Any]:
         """The guests and arches this machine can boot: QEMU binaries and machines, boot media, accelerator."""
@@ -102,7 +120,18 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
     ) -> dict[str, Any]:
         """Boot a VM to a logged-in shell. Returns the session id and the boot timeline (phases, accelerator)."""
         deadline = (timeout or 600.0) + 120.0
-        return await call(manager.boot, guest, arch, memory, timeout, timeout=deadline, what=f"boot {guest} {arch}")
+        booted = await call(manager.boot, guest, arch, memory, timeout, timeout=deadline, what=f"boot {guest} {arch}")
+        sid = booted["session"]
+
+        def session_log() -> str:
+            return serial_log(sid)
+
+        # Listed (resources/list) from now on, and readable after shutdown too.
+        server.add_resource(FunctionResource.from_function(
+            session_log, uri=f"minix://sessions/{sid}/serial-log", name=f"serial-log-{sid}",
+            description=f"Serial console log of session {sid} ({guest} {arch}), the last MiB",
+            mime_type="text/plain"))  # fmt: skip
+        return booted
 
     @server.tool()
     async def run(
@@ -123,10 +152,12 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         rounds: Annotated[int, Field(description="fresh boots to time", ge=1, le=20)] = 3,
         memory: Memory = None,
         timeout: Annotated[float, Field(description="seconds for all rounds", gt=0, le=7200)] = call_timeout,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Boot fresh VMs ``rounds`` times; statistics of each boot milestone and phase (seconds from start)."""
         op = f"profile-{secrets.token_hex(4)}"
-        return await call(manager.profile_boot, guest, arch, rounds, memory, op, timeout=timeout,
+        progress = reporter(ctx) if ctx is not None else None
+        return await call(manager.profile_boot, guest, arch, rounds, memory, op, progress, timeout=timeout,
                           what=f"profile_boot {guest} {arch}", on_timeout=lambda: manager.abort(op))  # fmt: skip
 
     @server.tool()
@@ -158,11 +189,13 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         ] = None,
         boot_rounds: Annotated[int, Field(description="fresh boots for boot metrics", ge=1, le=20)] = 3,
         timeout: Annotated[float, Field(gt=0, le=14400)] = call_timeout,
+        ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Measure and decide the claims for a guest and arch: verdicts (confirmed/refuted/inconclusive) with
         the measured figure beside the claimed one, as in the pytest report."""
         op = f"claims-{secrets.token_hex(4)}"
-        return await call(manager.check_claims, guest, arch, ids or (), boot_rounds, op, timeout=timeout,
+        progress = reporter(ctx) if ctx is not None else None
+        return await call(manager.check_claims, guest, arch, ids or (), boot_rounds, op, progress, timeout=timeout,
                           what=f"check_claims {guest} {arch}", on_timeout=lambda: manager.abort(op))  # fmt: skip
 
     @server.tool()

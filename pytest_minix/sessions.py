@@ -13,7 +13,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,9 @@ from .vm import VM
 # Characters a command may not carry: they would forge or break the shell's framing on the
 # serial line (NUL, Ctrl-C, the record separator the markers use, ...). Tab and newline are fine.
 _CONTROL = {chr(c) for c in range(32)} - {"\t", "\n"} | {"\x7f"}
+
+
+Progress = Callable[[str], None]
 
 
 class SessionError(HarnessError):
@@ -301,19 +304,29 @@ class SessionManager:
 
     # -- measurements -----------------------------------------------------------------
     def profile_boot(
-        self, guest: str, arch: str, rounds: int = 3, memory: int | None = None, op: str | None = None
+        self,
+        guest: str,
+        arch: str,
+        rounds: int = 3,
+        memory: int | None = None,
+        op: str | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Fresh boots to the shell, one at a time; statistics of each milestone and phase."""
         if not 1 <= rounds <= self.limits.max_rounds:
             raise SessionError(f"rounds must be 1-{self.limits.max_rounds}, got {rounds}.")
         boots: list[dict[str, Any]] = []
         with self._slots(1, f"profile {guest} {arch}"), self._temp_pool(guest, arch, op) as pool:
-            for _ in range(rounds):
+            for i in range(rounds):
                 vm = pool.boot(arch, VMOptions(memory=memory))
                 try:
                     boots.append({"accel": vm.accel, "serial_log": str(vm.log_path), **timeline_dict(vm.timeline)})
                 finally:
                     pool.release(vm)
+                if progress is not None:
+                    shell = vm.timeline.get("shell")
+                    progress(f"boot {i + 1}/{rounds} of {guest} {arch}: shell at {shell.t:.2f} s" if shell
+                             else f"boot {i + 1}/{rounds} of {guest} {arch} done")  # fmt: skip
         per_milestone: dict[str, list[float]] = {}
         per_phase: dict[str, list[float]] = {}
         for b in boots:
@@ -396,7 +409,13 @@ class SessionManager:
         }
 
     def check_claims(
-        self, guest: str, arch: str, ids: Sequence[str] = (), boot_rounds: int = 3, op: str | None = None
+        self,
+        guest: str,
+        arch: str,
+        ids: Sequence[str] = (),
+        boot_rounds: int = 3,
+        op: str | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Measure and decide the claims for ``guest`` on ``arch`` (all, or those matching ``ids``)."""
         chosen = [c for c in self._claims if c.applies(guest, arch)]
@@ -416,11 +435,14 @@ class SessionManager:
         report = ClaimsReport({"guest": guest, "arch": arch, "source": "pytest-minix mcp"})
         measurements: dict[str, Any] = {}
         with self._slots(2, f"check claims on {guest} {arch}"), self._temp_pool(guest, arch, op) as pool:
-            ctx = MetricContext(pool, arch, boot_rounds)
-            for claim in chosen:
+            ctx = MetricContext(pool, arch, boot_rounds, progress=progress)
+            for i, claim in enumerate(chosen, 1):
                 if claim.metric not in measurements:
                     measurements[claim.metric] = METRICS[claim.metric].measure(ctx)
-                report.add(decide(claim, measurements[claim.metric], self.emulation_factor))
+                verdict = decide(claim, measurements[claim.metric], self.emulation_factor)
+                report.add(verdict)
+                if progress is not None:
+                    progress(f"claim {i}/{len(chosen)} {claim.id}: {verdict.outcome}")
         result = {**report.to_json(), "summary": report.summary_line(), "table": report.table()}
         with self._lock:
             self.last_report = result

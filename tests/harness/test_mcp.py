@@ -166,6 +166,8 @@ async def _tools(tmp_path: Path, arch: str) -> None:
 
         log = (await c.read_resource(f"minix://sessions/{sid}/serial-log")).contents[0]
         assert "Linux version" in log.text and "still-here" in log.text
+        listed = {str(r.uri) for r in (await c.list_resources()).resources}
+        assert f"minix://sessions/{sid}/serial-log" in listed and "minix://claims/last-report" in listed
 
         down = _ok(await c.call_tool("shutdown", {"session": sid}))
         assert down["stopped"] and down["qemu_pid"] == pid
@@ -234,7 +236,16 @@ def test_vm_cap_profile_boot_and_claims(tmp_path: Path, arch: str) -> None:
             # One slot free: claims need two (the shared VM and a fresh boot), a profile one.
             msg = _err(await c.call_tool("check_claims", {"guest": "reference", "arch": arch}))
             assert "needs 2 VM(s)" in msg
-            prof = _ok(await c.call_tool("profile_boot", {"guest": "reference", "arch": arch, "rounds": 2}))
+            notes: list[tuple[float, str | None]] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                notes.append((progress, message))
+
+            prof = _ok(await c.call_tool("profile_boot", {"guest": "reference", "arch": arch, "rounds": 2},
+                                         progress_callback=on_progress))  # fmt: skip
+            # Each boot was reported as it finished (MCP progress notifications).
+            assert [p for p, _ in notes] == [1, 2], notes
+            assert notes[1][1] and notes[1][1].startswith(f"boot 2/2 of reference {arch}: shell at "), notes
             assert prof["rounds"] == 2 and len(prof["boots"]) == 2 and prof["accel"] == ["tcg"]
             shell = prof["milestones"]["shell"]
             assert shell["n"] == 2 and 0 < shell["min"] <= shell["mean"] <= shell["max"]
@@ -245,7 +256,11 @@ def test_vm_cap_profile_boot_and_claims(tmp_path: Path, arch: str) -> None:
                 assert _gone(pid, 5)
 
             ids = ["ref.mem.total_ram", "ref.syscall.profile"]
-            rep = _ok(await c.call_tool("check_claims", {"guest": "reference", "arch": arch, "ids": ids}))
+            notes.clear()
+            rep = _ok(await c.call_tool("check_claims", {"guest": "reference", "arch": arch, "ids": ids},
+                                        progress_callback=on_progress))  # fmt: skip
+            assert [m for _, m in notes if m and m.startswith("claim ")] == [
+                "claim 1/2 ref.mem.total_ram: confirmed", "claim 2/2 ref.syscall.profile: inconclusive"]
             outcomes = {v["id"]: v["outcome"] for v in rep["verdicts"]}
             assert outcomes == {"ref.mem.total_ram": "confirmed", "ref.syscall.profile": "inconclusive"}
             ram = next(v for v in rep["verdicts"] if v["id"] == "ref.mem.total_ram")
