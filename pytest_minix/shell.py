@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .console import Console
+from .console import Console, Match
 from .errors import CommandTimeout, VMError
 from .profiles import GuestProfile
 
@@ -85,6 +85,10 @@ ABANDONED_STATUS = 2
 class Shell:
     """Drives the guest's shell; marks the VM broken when it cannot be resynchronised."""
 
+    # After a login prompt where a command's end was expected: how long its status marker may
+    # still take (a command that merely printed "login: " is followed by it at once).
+    LOGIN_GRACE = 2.0
+
     def __init__(self, console: Console, profile: GuestProfile, *, alive: object = None, line_max: int = 200) -> None:
         self.console = console
         self.profile = profile
@@ -137,12 +141,15 @@ class Shell:
         try:
             self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", alive=self._alive_reason)
             rest = max(0.5, timeout - (time.monotonic() - start))
+            end = f"\x1eR{n} (\\d+)\r?\n"
             rm = self.console.expect(
-                [f"\x1eR{n} (\\d+)\r?\n", re.escape(PS1) + r"\Z"], rest, what=f"the end of {cmd!r}",
-                alive=self._alive_reason, fail_on=self.profile.panic_patterns,
+                [end, re.escape(PS1) + r"\Z", f"(?:{self.profile.login.prompt.pattern})\\Z"], rest,
+                what=f"the end of {cmd!r}", alive=self._alive_reason, fail_on=self.profile.panic_patterns,
             )  # fmt: skip
             if rm.index == 1:
                 return self._abandoned(cmd, rm.before, start, timeout)
+            if rm.index == 2:
+                rm = self._login_prompt(cmd, rm, end)
             em = self.console.expect(f"\x1eZ{n}\r?\n", 10.0, what="the stderr of the command", alive=self._alive_reason)
         except TimeoutError as exc:
             self._recover(n)
@@ -163,6 +170,25 @@ class Shell:
             stdout = f"[pytest-minix: {rm.dropped} bytes of output dropped]\n" + stdout
         return Result(cmd, int(rm.match.group(1)), self._clean(stdout), self._clean(stderr),
                       time.monotonic() - start, truncated)  # fmt: skip
+
+    def _login_prompt(self, cmd: str, seen: Match, end: str) -> Match:
+        """The guest's login prompt showed up where the command's end was expected.
+
+        Either the command ended the login shell (``exit``, ``exec``, ``logout``): the status
+        marker never comes, and waiting out the timeout would only hide why; or the command
+        printed something that looks like a prompt: then its marker follows within moments.
+        """
+        try:
+            rest = self.console.expect(end, self.LOGIN_GRACE, what=f"the end of {cmd!r}", alive=self._alive_reason)
+        except TimeoutError:
+            self.broken = "a command ended the login shell"
+            raise VMError(
+                f"Command {cmd!r} ended the guest's login shell (exit, exec or logout): the guest shows its "
+                f"login prompt again and the command's status never came. The VM is marked broken; the pool "
+                f"boots a fresh one for the next test. To return a status, run it in a subshell: ( {cmd} ).",
+                self.console.log_path,
+            ) from None
+        return Match(rest.index, rest.match, seen.before + seen.text + rest.before, rest.t, seen.dropped + rest.dropped)
 
     def _abandoned(self, cmd: str, before: str, start: float, timeout: float) -> Result:
         """The shell dropped the rest of the framed line and showed its prompt: no status marker came.

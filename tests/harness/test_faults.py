@@ -251,6 +251,29 @@ def test_qemu_killed_during_command_fails_fast(faults: Faults) -> None:
     _replaced(faults, vm)
 
 
+# -- 3b. a command ends the login shell -------------------------------------------------------
+
+
+def test_command_that_ends_the_login_shell_fails_fast(faults: Faults) -> None:
+    vm = faults.shared()
+    start = time.monotonic()
+    with pytest.raises(VMError, match="ended the guest's login shell") as exc:
+        vm.shell.run("exit 3", timeout=60)
+    took = time.monotonic() - start
+    assert not isinstance(exc.value, CommandTimeout)
+    assert took < 15, f"the lost shell was noticed only after {took:.1f} s"
+    assert "( exit 3 )" in str(exc.value) and str(vm.log_path) in str(exc.value)
+    assert vm.broken
+    _replaced(faults, vm)
+
+
+def test_output_that_looks_like_a_login_prompt_is_only_output(faults: Faults) -> None:
+    vm = faults.shared()
+    r = vm.shell.run("printf 'x login: '; sleep 1; echo done", timeout=30)
+    assert (r.status, r.stdout) == (0, "x login: done\n")
+    assert vm.broken is None
+
+
 # -- 4. console flood and binary bytes --------------------------------------------------------
 
 FLOOD_CAP = 8 << 20  # the console's default buffer: the flood must overflow it
