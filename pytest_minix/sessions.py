@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from .claims import load_claims, select_claims
@@ -256,8 +257,6 @@ class SessionManager:
         check_command(command)
         with s.lock:
             # Parse first: a syntax error (an unclosed quote) would leave the shell waiting for more input.
-            from shlex import quote
-
             syntax = s.vm.shell.run(f"sh -n -c {quote(command)}", timeout=30)
             if syntax.status != 0:
                 raise SessionError(
