@@ -189,7 +189,7 @@ def test_tools_end_to_end(tmp_path: Path, pytestconfig: pytest.Config, fault_arc
 
 def test_bad_arguments_are_errors_and_the_server_stays_up(tmp_path: Path, arch: str) -> None:
     async def main() -> None:
-        async with _client(tmp_path) as c:
+        async with _client(tmp_path, "--offline") as c:
             cases: list[tuple[str, dict[str, Any], str]] = [
                 ("boot", {"guest": "plan9", "arch": arch}, "Unknown guest 'plan9'"),
                 ("boot", {"guest": "reference", "arch": "mips"}, "has no arch 'mips'"),
@@ -206,6 +206,11 @@ def test_bad_arguments_are_errors_and_the_server_stays_up(tmp_path: Path, arch: 
                 ("shutdown", {"session": "s-nope"}, "No session 's-nope'"),
                 ("no_such_tool", {}, "no_such_tool"),
             ]
+            from pytest_minix.images import ImageStore
+
+            if not ImageStore().cached():
+                # No MINIX image here and the server is --offline: the harness's one-paragraph reason.
+                cases.append(("boot", {"guest": "minix", "arch": "i386"}, "pytest-minix fetch"))
             for tool, args, expect in cases:
                 msg = _err(await c.call_tool(tool, args))
                 assert expect in msg, f"{tool}({args}): {msg}"
@@ -420,3 +425,14 @@ def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
     assert "serving" not in r.stderr
     r = subprocess.run([*cli, "--max-vms=0"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--max-vms: must be at least 1" in r.stderr, r.stderr
+
+
+def test_example_client_runs(tmp_path: Path, arch: str) -> None:
+    """examples/mcp_client.py, as a user would run it, against the reference guest."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "mcp_client.py"
+    r = subprocess.run([sys.executable, str(example), "--guest", "reference", "--arch", arch], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    for part in ("== boot", "== run", "== monitor_memory", "== trace_syscalls", "== serial log", "== check_claims"):
+        assert part in r.stdout, r.stdout[-3000:]
+    assert "ref.mem.total_ram" in r.stdout and "confirmed" in r.stdout
