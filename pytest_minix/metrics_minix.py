@@ -14,7 +14,6 @@ from collections import Counter
 
 from .measurement import Measurement
 from .metrics import MetricContext, _unmeasurable, metric
-from .shell import Result
 from .vm import VM
 
 # name(params) = result | name(params) for calls that do not return; an optional "<pid>| " or
@@ -51,15 +50,18 @@ def no_tracer_reason(guest: str) -> str | None:
     return f"guest {guest!r} has no system-call tracer (MINIX has trace(1); busybox has no strace)"
 
 
-def trace_command(vm: VM, script: str, timeout: float = 300) -> tuple[Counter[str], Result]:
+def trace_command(vm: VM, script: str, timeout: float = 300) -> tuple[Counter[str], str, str]:
     """Run ``script`` under trace(1), children followed, and count its system calls.
 
-    The script reaches the guest as one quoted argument of ``sh -c``; the trace goes to a
-    file (not the console) and is read back, then removed.
+    The script reaches the guest as one quoted argument of ``sh -c``. The trace and the
+    script's own output go to separate files (so output that looks like a call is never
+    counted), are read back and removed. Returns the counts, the raw trace, and the
+    script's output (stdout and stderr together).
     """
-    cmd = f"trace -f -o /tmp/.pm-trace sh -c {shlex.quote(script)}; cat /tmp/.pm-trace; rm -f /tmp/.pm-trace"
-    result = vm.shell.run(cmd, timeout=timeout)
-    return parse_trace(result.stdout), result
+    run = f"trace -f -o /tmp/.pm-trace sh -c {shlex.quote(script)} > /tmp/.pm-trace-out 2>&1; cat /tmp/.pm-trace"
+    trace = vm.shell.run(run, timeout=timeout).stdout
+    output = vm.shell.run("cat /tmp/.pm-trace-out; rm -f /tmp/.pm-trace /tmp/.pm-trace-out", timeout=60).stdout
+    return parse_trace(trace), trace, output
 
 
 @metric("syscall.profile", "count", "count", "system calls made by standard workloads, traced with trace(1)")
@@ -71,7 +73,7 @@ def syscall_profile(ctx: MetricContext) -> Measurement:
     per_workload: dict[str, dict[str, int]] = {}
     totals: list[float] = []
     for name, script in WORKLOADS.items():
-        calls, _ = trace_command(vm, script)
+        calls, _, _ = trace_command(vm, script)
         per_workload[name] = dict(calls.most_common())
         totals.append(float(sum(calls.values())))
     seen = sorted({c for calls in per_workload.values() for c in calls})

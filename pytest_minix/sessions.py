@@ -347,22 +347,21 @@ class SessionManager:
         """The system-call frequency profile of a command, with trace(1) where the guest has it."""
         s = self.session(session_id)
         check_command(command)
-        why = no_tracer_reason(s.guest)
-        if why is None:
-            with s.lock:
-                probe = s.vm.shell.run("command -v trace", timeout=30)
-            if probe.status != 0:
-                why = "trace(1) is not installed in this guest (`command -v trace` found nothing)"
-        if why is not None:
+        with s.lock:
+            probe = s.vm.shell.run("command -v trace", timeout=30)
+        if probe.status != 0:
+            why = no_tracer_reason(s.guest) or "trace(1) is not installed in this guest (`command -v trace`: nothing)"
             return {"session": s.id, "available": False, "reason": why, "calls": {}, "total": 0}
         with s.lock:
-            calls, result = trace_command(s.vm, command, timeout)
+            calls, trace, output = trace_command(s.vm, command, timeout)
         return {
             "session": s.id,
             "available": True,
+            "tracer": probe.stdout.strip(),
             "calls": dict(calls.most_common()),
             "total": sum(calls.values()),
-            "command_output": result.stdout[-4000:],
+            "command_output": output[-4000:],
+            "trace_tail": trace[-4000:],
         }
 
     def monitor_memory(self, session_id: str, seconds: float, interval: float) -> dict[str, Any]:

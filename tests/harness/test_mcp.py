@@ -36,6 +36,20 @@ TOOLS = {"list_guests", "list_images", "list_sessions", "boot", "run", "profile_
          "monitor_memory", "check_claims", "snapshot", "restore", "shutdown"}  # fmt: skip
 
 
+# Installed into the reference guest to exercise trace_syscalls' tracing path (the reference guest
+# has no tracer): MINIX trace(1)'s -f/-o options and its output format (minix/usr.bin/trace/trace.1).
+TRACE_STANDIN = """cat > /usr/bin/trace <<'EOF'
+#!/bin/sh
+out=/dev/stderr
+while [ $# -gt 0 ]; do case "$1" in -f) shift ;; -o) out=$2; shift 2 ;; *) break ;; esac; done
+"$@"
+{ echo "Tracing sh (pid 42)"; echo 'open("/etc/passwd", O_RDONLY) = 3'
+  echo 'read(3, "root:x:0:0:ro"..., 4096) = 27'; echo 'read(3, "", 4096) = 0'; echo 'close(3) = 0'
+  echo 'Process exited normally with code 0'; } > "$out"
+EOF
+chmod +x /usr/bin/trace"""
+
+
 def _server_params(tmp_path: Path, *extra: str) -> StdioServerParameters:
     # The SDK passes only a safe subset of the environment by default; the server needs the cache settings.
     return StdioServerParameters(
@@ -141,6 +155,14 @@ async def _tools(tmp_path: Path, arch: str) -> None:
 
         trace = _ok(await c.call_tool("trace_syscalls", {"session": sid, "command": "ls /"}))
         assert trace["available"] is False and "no system-call tracer" in trace["reason"]
+        # The tracing path itself, with a stand-in for MINIX's trace(1) (its options and output format):
+        # quoting through `sh -c`, the trace file read back, the command's own output kept apart.
+        _ok(await c.call_tool("run", {"session": sid, "command": TRACE_STANDIN}))
+        cmd = "echo 'open(\"looks like a call\")'; echo \"$((6*7))\""
+        trace = _ok(await c.call_tool("trace_syscalls", {"session": sid, "command": cmd}))
+        assert trace["available"] is True and trace["tracer"] == "/usr/bin/trace"
+        assert trace["calls"] == {"read": 2, "open": 1, "close": 1} and trace["total"] == 4
+        assert trace["command_output"] == 'open("looks like a call")\n42\n'
 
         mem = _ok(await c.call_tool("monitor_memory", {"session": sid, "seconds": 1.0, "interval": 0.5}))
         samples = mem["samples"]
