@@ -9,6 +9,7 @@ from .errors import HarnessError
 from .measurement import Measurement
 from .metrics import MetricContext, _unmeasurable, meminfo_total_mib, metric
 from .pool import VMOptions
+from .vm import VM
 
 # Lines that make a boot that reached login "unclean": it got there, but not without trouble.
 _TROUBLE = re.compile(r"(?i)out of memory|oom-kill|cannot allocate|not enough memory|page allocation failure")
@@ -109,18 +110,23 @@ def mem_host_faults(ctx: MetricContext) -> Measurement:
                        extra={"minor": minor, "major": major})  # fmt: skip
 
 
+def kvm_stats(vm: VM, target: str) -> dict[str, float]:
+    """KVM's numeric counters from QMP ``query-stats`` for ``target`` ("vm" or "vcpu"), summed over vCPUs."""
+    totals: dict[str, float] = {}
+    for row in vm.qmp.execute("query-stats", {"target": target}):
+        for st in row.get("stats", []):
+            if isinstance(st.get("value"), int | float):
+                totals[st["name"]] = totals.get(st["name"], 0) + st["value"]
+    return totals
+
+
 @metric("mem.guest_page_faults", "count", "count", "guest page faults seen by KVM (QMP query-stats, vCPU)")
 def mem_guest_page_faults(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     if vm.accel != "kvm":
         why = f"QMP query-stats reports KVM's per-vCPU counters only; this VM runs under {vm.accel}"
         return _unmeasurable(ctx, "mem.guest_page_faults", "count", why)
-    stats = vm.qmp.execute("query-stats", {"target": "vcpu"})
-    totals: dict[str, float] = {}
-    for vcpu in stats:
-        for st in vcpu.get("stats", []):
-            if isinstance(st.get("value"), int | float):
-                totals[st["name"]] = totals.get(st["name"], 0) + st["value"]
+    totals = kvm_stats(vm, "vcpu")
     pf = sum(v for k, v in totals.items() if k in ("pf_taken", "pf_guest", "pf_fixed"))
     return Measurement("mem.guest_page_faults", "count", [float(pf)], ctx.conditions(vm),
                        note="sum over vCPUs of KVM's page-fault counters", extra={"vcpu_stats": totals})  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 from .claims import load_claims, select_claims
 from .errors import HarnessError
 from .metrics import METRICS, MetricContext, metric_units
-from .metrics_memory import parse_meminfo, proc_status, qemu_faults
+from .metrics_memory import kvm_stats, parse_meminfo, proc_status, qemu_faults
 from .metrics_minix import no_tracer_reason, trace_command
 from .minix import MinixSource
 from .paths import claims_dir
@@ -474,18 +474,11 @@ class SessionManager:
 
 
 def _kvm_stats(vm: VM) -> dict[str, float]:
-    """KVM's per-VM and per-vCPU counters (QMP query-stats), summed over vCPUs."""
+    """KVM's per-VM and per-vCPU counters, keyed ``vm.<name>`` and ``vcpu.<name>``."""
     totals: dict[str, float] = {}
     for target in ("vm", "vcpu"):
-        try:
-            rows = vm.qmp.execute("query-stats", {"target": target})
-        except HarnessError:
-            continue
-        for row in rows:
-            for st in row.get("stats", []):
-                if isinstance(st.get("value"), int | float):
-                    key = f"{target}.{st['name']}"
-                    totals[key] = totals.get(key, 0) + st["value"]
+        with contextlib.suppress(HarnessError):  # a QEMU without one of the targets
+            totals.update({f"{target}.{k}": v for k, v in kvm_stats(vm, target).items()})
     return totals
 
 
