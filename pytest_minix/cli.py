@@ -12,6 +12,7 @@ import tty
 from pathlib import Path
 
 from .errors import GuestUnavailable, HarnessError, ImageError
+from .minix import add_source_options
 from .profiles import ARCHES, available_guests, load_profile
 
 DETACH = b"\x1d"  # Ctrl-], as in telnet and virsh console
@@ -102,19 +103,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """Boot a guest and join the terminal to its serial console until Ctrl-] or QEMU exits."""
-    from .images import offline_from_env
-    from .minix import MinixSource
+    from .minix import source_from_args
     from .pool import HarnessConfig, VMPool
 
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
-    src = MinixSource(
-        image=Path(args.minix_image).resolve() if args.minix_image else None,
-        release=args.minix_release,
-        boot_dir=Path(args.minix_boot_dir).resolve() if args.minix_boot_dir else None,
-        sha256=args.minix_sha256 or "",
-        arm_image=Path(args.minix_arm_image).resolve() if args.minix_arm_image else None,
-        offline=args.offline or offline_from_env(),
-    )
+    src = source_from_args(args)
     qemu = {args.arch: args.qemu} if args.qemu else {}
     config = HarnessConfig(guest=args.guest, arches=(args.arch,), accel=args.accel, log_dir=log_dir,
                            qemu_binaries=qemu, network=args.network, minix=src)  # fmt: skip
@@ -242,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--qemu", default=None, help="QEMU binary for the arch")
     c.add_argument("--network", action="store_true", help="give the guest a user-mode NIC")
     c.add_argument("--log-dir", default=None, help="where the serial and QEMU logs go (default: a new temp dir)")
-    c.add_argument("--offline", action="store_true")
-    for opt in ("--minix-image", "--minix-release", "--minix-boot-dir", "--minix-sha256", "--minix-arm-image"):
-        c.add_argument(opt, default=None)
+    add_source_options(c)
     c.set_defaults(func=cmd_console)
 
     from .mcp_server import add_parser as add_mcp_parser

@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from .errors import HarnessError
+from .minix import add_source_options
 from .sessions import Limits, SessionManager
 
 
@@ -45,15 +46,10 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:
         print(f"pytest-minix: {_missing_sdk()}", file=sys.stderr)
         return 2
-    from .images import offline_from_env
-    from .minix import MinixSource
+    from .minix import source_from_args
 
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-mcp-"))
-    src = MinixSource(
-        image=Path(args.minix_image).resolve() if args.minix_image else None,
-        release=args.minix_release,
-        offline=args.offline or offline_from_env(),
-    )
+    src = source_from_args(args)
     try:
         manager = SessionManager(
             log_dir, accel=args.accel, limits=Limits(max_vms=args.max_vms), minix=src,
@@ -94,13 +90,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--log-dir", help="serial and QEMU logs (default: a new temporary directory)")
     p.add_argument("--claims", action="append", default=[], metavar="TOML",
                    help="claims file to add to the shipped ones (repeatable)")  # fmt: skip
-    p.add_argument("--emulation-factor", type=float, default=30.0,
+    p.add_argument("--emulation-factor", type=_at_least_one, default=30.0,
                    help="TCG slowdown allowed when deciding timing claims (default 30)")  # fmt: skip
-    p.add_argument("--call-timeout", type=float, default=1800.0,
+    p.add_argument("--call-timeout", type=_seconds, default=1800.0,
                    help="default deadline of profile_boot and check_claims, seconds (default 1800)")  # fmt: skip
-    p.add_argument("--minix-image", help="a MINIX CD image or disk to boot instead of the cached release")
-    p.add_argument("--minix-release", default=None, help="MINIX release to fetch (default: the manifest's)")
-    p.add_argument("--offline", action="store_true", help="never download; use cached or given images only")
+    add_source_options(p)
     p.set_defaults(func=serve)
 
 
@@ -111,4 +105,24 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 14400:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 14400 seconds")
+    return value
+
+
+def _at_least_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("is a slowdown factor and must be at least 1")
     return value

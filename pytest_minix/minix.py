@@ -6,7 +6,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, GuestUnavailable, ImageError
 from .media import BootMedia
@@ -26,6 +26,30 @@ class MinixSource:
     sha256: str = ""  # pin for the image or the download (--minix-sha256)
     arm_image: Path | None = None  # SD card image for MINIX/arm (--minix-arm-image)
     offline: bool = False
+
+
+def add_source_options(parser: Any) -> None:
+    """The ``--minix-*`` and ``--offline`` options of the CLI commands that boot MINIX (console, mcp)."""
+    parser.add_argument("--minix-image", default=None, help="a MINIX CD image or disk to boot instead of a release")
+    parser.add_argument("--minix-release", default=None, help="MINIX release to fetch (default: the manifest's)")
+    parser.add_argument("--minix-boot-dir", default=None, help="kernel and modNN_* files for --minix-image (a disk)")
+    parser.add_argument("--minix-sha256", default=None, help="expected SHA-256 of the image or the download")
+    parser.add_argument("--minix-arm-image", default=None, help="MINIX/arm SD-card image (needs qemu-linaro)")
+    parser.add_argument("--offline", action="store_true", help="never download; use cached or given images only")
+
+
+def source_from_args(args: Any) -> MinixSource:
+    """A MinixSource from the options of :func:`add_source_options` (paths made absolute)."""
+    from .images import offline_from_env
+
+    def path(value: str | None) -> Path | None:
+        return Path(value).resolve() if value else None
+
+    return MinixSource(
+        image=path(args.minix_image), release=args.minix_release, boot_dir=path(args.minix_boot_dir),
+        sha256=args.minix_sha256 or "", arm_image=path(args.minix_arm_image),
+        offline=args.offline or offline_from_env(),
+    )  # fmt: skip
 
 
 def minix_media(arch: str, src: MinixSource, notify: Callable[[str], None] | None = None) -> BootMedia:

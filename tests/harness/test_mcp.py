@@ -445,8 +445,11 @@ def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
                        timeout=60)  # fmt: skip
     assert r.returncode == 2 and f"{bad}:" in r.stderr, r.stderr
     assert "serving" not in r.stderr
-    r = subprocess.run([*cli, "--max-vms=0"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--max-vms: must be at least 1" in r.stderr, r.stderr
+    for opt, expect in (("--max-vms=0", "--max-vms: must be at least 1"),
+                        ("--call-timeout=-5", "--call-timeout: must be more than 0"),
+                        ("--emulation-factor=0.5", "--emulation-factor: is a slowdown factor")):  # fmt: skip
+        r = subprocess.run([*cli, opt], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and expect in r.stderr, r.stderr
 
 
 def test_example_client_runs(tmp_path: Path, arch: str) -> None:
