@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import subprocess
 import threading
 import warnings
+from pathlib import Path
+
+from filelock import FileLock
 
 from .errors import ConfigError
+from .paths import cache_root
 from .profiles import ArchConfig
 
 ACCELS = ("auto", "kvm", "tcg")
@@ -51,23 +57,89 @@ def kvm_probe(qemu: str) -> str | None:
     return None
 
 
+def _qemu_version(qemu: str) -> str:
+    try:
+        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    m = re.search(r"version (\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
+class KvmMemory:
+    """KVM failures remembered across sessions, per host kernel, QEMU binary and version, and arch.
+
+    A host whose KVM cannot run a guest would otherwise lose a failed boot (seconds) in
+    every session and every xdist worker. The record is forgotten when the host kernel or
+    QEMU changes, when the file is deleted, or when ``--accel=kvm`` is asked for explicitly
+    (which always tries, and clears the record if KVM then works).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or cache_root() / "kvm-failures.json"
+
+    @staticmethod
+    def key(qemu: str, arch: str) -> str:
+        return f"{platform.node()}|{platform.release()}|{os.path.realpath(qemu)}|{_qemu_version(qemu)}|{arch}"
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def recall(self, qemu: str, arch: str) -> str | None:
+        return self._load().get(self.key(qemu, arch))
+
+    def _update(self, qemu: str, arch: str, reason: str | None) -> None:
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=10):
+                data = self._load()
+                if reason is None:
+                    data.pop(self.key(qemu, arch), None)
+                else:
+                    data[self.key(qemu, arch)] = reason
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+                tmp.replace(self.path)
+        except OSError:
+            pass  # a cache we cannot write only costs the probe again next session
+
+    def remember(self, qemu: str, arch: str, reason: str) -> None:
+        self._update(qemu, arch, reason)
+
+    def forget(self, qemu: str, arch: str) -> None:
+        if self.recall(qemu, arch) is not None:
+            self._update(qemu, arch, None)
+
+
 class AccelChooser:
     """Resolves ``--accel`` per arch; remembers a KVM failure for the rest of the session."""
 
-    def __init__(self, requested: str) -> None:
+    def __init__(self, requested: str, memory: KvmMemory | None = None) -> None:
         if requested not in ACCELS:
             raise ConfigError(f"Unknown accelerator {requested!r}; use one of {', '.join(ACCELS)} (--accel).")
         self.requested = requested
+        self.memory = memory
         self._broken: dict[str, str] = {}
+        self._qemu: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def choose(self, config: ArchConfig, qemu: str) -> str:
         if self.requested == "tcg":
             return "tcg"
         with self._lock:
+            self._qemu[config.arch] = qemu
             reason = self._broken.get(config.arch)
             if reason is None:
-                reason = kvm_static_reason(config) or kvm_probe(qemu)
+                reason = kvm_static_reason(config)
+                if reason is None and self.memory is not None and self.requested == "auto":
+                    remembered = self.memory.recall(qemu, config.arch)
+                    if remembered:
+                        reason = (f"{remembered} (remembered from an earlier session in {self.memory.path}; "
+                                  "delete that file or pass --accel=kvm to try KVM again)")  # fmt: skip
+                reason = reason or kvm_probe(qemu)
                 if reason:
                     self._note(config.arch, reason)
         if reason is None:
@@ -87,6 +159,15 @@ class AccelChooser:
         with self._lock:
             if arch not in self._broken:
                 self._note(arch, reason)
+            qemu = self._qemu.get(arch)
+        if self.memory is not None and qemu is not None:
+            self.memory.remember(qemu, arch, reason)
+
+    def report_success(self, arch: str) -> None:
+        """A guest booted under KVM: forget any failure remembered for this host and QEMU."""
+        qemu = self._qemu.get(arch)
+        if self.memory is not None and qemu is not None:
+            self.memory.forget(qemu, arch)
 
     def failure(self, arch: str) -> str | None:
         return self._broken.get(arch)

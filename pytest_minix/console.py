@@ -31,6 +31,14 @@ class ConsoleLogWarning(UserWarning):
     """Writing the serial log failed (disk full, I/O error): logging stopped, the console goes on."""
 
 
+class ConsoleStalled(TimeoutError):
+    """No byte arrived from the guest for ``quiet`` seconds while a pattern was awaited."""
+
+    def __init__(self, message: str, quiet: float) -> None:
+        super().__init__(message)
+        self.quiet = quiet
+
+
 @dataclass(frozen=True)
 class Line:
     """One console line: ``t`` is seconds from t0 to its first byte."""
@@ -171,6 +179,7 @@ class Console:
         self.listeners: list[Callable[[Line], None]] = []
         self.taps: list[Callable[[bytes], None]] = []  # raw bytes as they arrive (interactive console)
         self.bytes_received = 0
+        self.last_received = 0.0  # host monotonic time of the last byte from the guest
         # The first error writing the log file (e.g. ENOSPC): logging stops there, the console does not.
         self.log_error: OSError | None = None
 
@@ -247,6 +256,7 @@ class Console:
             except OSError as exc:
                 self._log_failed(exc)
         self.bytes_received += len(data)
+        self.last_received = now
         for tap in self.taps:
             tap(data)
         text = self._decoder.decode(data)
@@ -350,16 +360,19 @@ class Console:
         fail_on: Iterable[Pattern] = (),
         what: str = "",
         alive: Callable[[], str | None] | None = None,
+        idle: float | None = None,
     ) -> Match:
         """Wait until one of ``patterns`` appears in the unconsumed console text.
 
         On a match, text up to its end is consumed. A ``fail_on`` match raises
         GuestPanic at once; ``alive`` returning a reason (QEMU exited, VM stopped)
-        raises VMError; the timeout raises TimeoutError with the last lines.
+        raises VMError; the timeout raises TimeoutError with the last lines, and so
+        does ``idle`` seconds without a byte from the guest (as ConsoleStalled).
         """
         pats = [_compile(p) for p in ([patterns] if isinstance(patterns, (str, re.Pattern)) else patterns)]
         fails = [_compile(p) for p in fail_on]
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         with self._cond:
             while True:
                 # One character before the window keeps ``^`` and lookbehinds honest at its edge.
@@ -404,14 +417,23 @@ class Console:
                             f"Last console lines:\n{self.tail()}\n",
                             self.log_path,
                         )
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                if idle is not None:
+                    quiet = now - max(self.last_received, started)
+                    if quiet >= idle:
+                        raise ConsoleStalled(
+                            f"The guest printed nothing for {quiet:.0f} s while the harness waited for "
+                            f"{what or [p.pattern for p in pats]}: it stalled. Last console lines:\n{self.tail()}\n",
+                            quiet,
+                        )
+                remaining = deadline - now
                 if remaining <= 0:
                     raise TimeoutError(
                         f"No {what or [p.pattern for p in pats]} on the console within {timeout:.1f} s. "
                         f"Last console lines:\n{self.tail()}\n"
                     )
-                # Wake at least every 0.2 s so a dead QEMU is noticed while waiting.
-                self._cond.wait(min(remaining, 0.2) if alive else remaining)
+                # Wake at least every 0.2 s so a dead QEMU (or a stall) is noticed while waiting.
+                self._cond.wait(min(remaining, 0.2) if alive or idle else remaining)
 
     # -- writing ----------------------------------------------------------
     def write(self, data: str | bytes) -> None:

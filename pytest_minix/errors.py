@@ -49,6 +49,10 @@ class BootTimeout(VMError):
     """The guest did not reach the expected prompt in time."""
 
 
+class BootStalled(BootTimeout):
+    """The guest printed something, then nothing more for the stall timeout, before its login prompt."""
+
+
 class GuestPanic(VMError):
     """A failure pattern (panic, reboot) appeared on the console."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 # -- info registers ---------------------------------------------------------------------------
@@ -287,3 +288,49 @@ __all__ = [
     "decode_idt", "idt_location", "kernel_vbase", "parse_cpu_states", "parse_hmp_words", "parse_info_mem",
     "parse_info_tlb", "parse_registers", "user_vectors",
 ]  # fmt: skip
+
+
+# -- the kernel's boot image table ----------------------------------------------------------
+# struct boot_image (minix/include/minix/type.h): int proc_nr; char proc_name[PROC_NAME_LEN = 16];
+# endpoint_t endpoint; phys_bytes start_addr, len: 32 bytes on i386.
+BOOT_IMAGE_ENTRY = struct.Struct("<i16siII")
+
+
+@dataclass(frozen=True)
+class BootProc:
+    """One entry of the kernel's boot image table as kmain left it."""
+
+    proc_nr: int
+    name: str
+    endpoint: int
+    start_addr: int
+    length: int
+
+    @property
+    def kernel_task(self) -> bool:
+        return self.proc_nr < 0  # ASYNCM, IDLE, CLOCK, SYSTEM, HARDWARE are negative (minix/com.h)
+
+
+def kernel_symbol(path: Path, name: str) -> tuple[int, int] | None:
+    """(address, size) of ``name`` in the ELF's symbol table (pyelftools), or None without one."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        for sec in elf.iter_sections():
+            if isinstance(sec, SymbolTableSection):
+                for sym in sec.get_symbol_by_name(name) or []:
+                    if int(sym["st_size"]) > 0:
+                        return int(sym["st_value"]), int(sym["st_size"])
+    return None
+
+
+def decode_boot_image(raw: bytes) -> list[BootProc]:
+    """The entries of ``image[]`` (minix/kernel/table.c) from its bytes in the running kernel."""
+    if len(raw) % BOOT_IMAGE_ENTRY.size:
+        raise ValueError(f"{len(raw)} bytes is not a whole number of {BOOT_IMAGE_ENTRY.size}-byte boot_image entries")
+    out = []
+    for proc_nr, name, endpoint, start, length in BOOT_IMAGE_ENTRY.iter_unpack(raw):
+        out.append(BootProc(proc_nr, name.split(b"\0", 1)[0].decode("ascii", "replace"), endpoint, start, length))
+    return out

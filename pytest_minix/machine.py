@@ -8,6 +8,7 @@ private state directory.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,7 @@ def find_qemu(binary: str, arch: str) -> str:
 
 
 _machines: dict[str, frozenset[str]] = {}
+_devices: dict[str, frozenset[str]] = {}
 
 
 def qemu_machines(qemu: str) -> frozenset[str]:
@@ -69,6 +71,29 @@ def qemu_machines(qemu: str) -> frozenset[str]:
         names = {ln.split()[0] for ln in out.stdout.splitlines()[1:] if ln.strip() and not ln.startswith(" ")}
         _machines[qemu] = frozenset(names)
     return _machines[qemu]
+
+
+def qemu_devices(qemu: str) -> frozenset[str]:
+    """Device models this QEMU binary offers (``-device help``), cached per binary."""
+    if qemu not in _devices:
+        try:
+            out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise QemuNotFound(f"{qemu} -device help failed ({exc}); is this a working QEMU binary?") from None
+        _devices[qemu] = frozenset(re.findall(r'^name "([^"]+)"', out.stdout, re.MULTILINE))
+    return _devices[qemu]
+
+
+def check_devices(qemu: str, devices: tuple[str, ...], guest: str) -> None:
+    """Refuse a QEMU binary that lacks a device model the guest needs, naming the package."""
+    have = qemu_devices(qemu)
+    missing = [d for d in devices if d.split(",")[0] not in have]
+    if missing:
+        raise ConfigError(
+            f"The {guest} guest needs the QEMU device(s) {', '.join(missing)}, which {qemu} does not offer "
+            f"(`{qemu} -device help` does not list them). Install Debian's full qemu-system-x86 / qemu-system-arm "
+            f"(not a reduced build), or pass another binary with --qemu-i386 / --qemu-arm."
+        )
 
 
 def make_image(path: Path, size: str) -> None:
@@ -163,6 +188,10 @@ class Machine:
         append = " ".join(x for x in (fill(conf.append), spec.boot_args) if x)
         if append:
             argv += ["-append", append]
+        # -nodefaults removed every device the profile did not ask for; add back what the guest needs
+        # (MINIX prints nothing at all, not even on its serial console, without a display adapter).
+        for device in conf.devices:
+            argv += ["-device", device]
         argv += [fill(a) for a in conf.args]
         # Guest network is off unless asked for; then user-mode only, no host forwards.
         argv += ["-nic", f"user,model={conf.nic}" if spec.network else "none"]

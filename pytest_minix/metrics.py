@@ -333,20 +333,6 @@ def count_boot_image_processes(ps_output: str) -> int:
     return sum(1 for line in ps_output.splitlines() if _PS_BOOT.match(line))
 
 
-@metric("boot.processes", "count", "count", "boot-image processes still listed by ps -ax after boot (MINIX)")
-def boot_processes(ctx: MetricContext) -> Measurement:
-    if ctx.guest_name != "minix":
-        return _unmeasurable(ctx, "boot.processes", "count",
-                             f"guest {ctx.guest_name!r} has no MINIX boot image whose processes ps lists")  # fmt: skip
-    vm = ctx.guest()
-    out = vm.shell.run("ps -ax", timeout=60).check().stdout
-    n = count_boot_image_processes(out)
-    return Measurement("boot.processes", "count", [float(n)], ctx.conditions(vm),
-                       note="[kernel] (all kernel tasks in one line) plus the boot modules ps shows in parentheses; "
-                       "a boot module that has exited or exec'd (the ramdisk mfs) is not counted",
-                       extra={"ps": out})  # fmt: skip
-
-
 # -- the running system -----------------------------------------------------------------------
 def meminfo_total_mib(text: str) -> float | None:
     """Total RAM in MiB from /proc/meminfo: Linux's ``MemTotal: N kB``, or MINIX's five numbers

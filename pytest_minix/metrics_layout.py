@@ -23,8 +23,10 @@ from .layout import (
     Gate,
     Mapping,
     cpu_state_mismatches,
+    decode_boot_image,
     decode_idt,
     idt_location,
+    kernel_symbol,
     kernel_vbase,
     parse_cpu_states,
     parse_hmp_words,
@@ -34,7 +36,7 @@ from .layout import (
     user_vectors,
 )
 from .measurement import Measurement
-from .metrics import MetricContext, _unmeasurable, metric
+from .metrics import MetricContext, _unmeasurable, count_boot_image_processes, metric
 from .vm import VM
 
 CR0_PG = 1 << 31
@@ -272,3 +274,44 @@ def mem_pse_unused(ctx: MetricContext) -> Measurement:
 
 
 __all__ = ["read_cpu_state", "read_idt", "read_registers", "read_virtual"]
+
+
+# -- the kernel's boot loop (kmain) ------------------------------------------------------------
+@metric("boot.processes", "count", "count", "processes the kernel's boot loop (kmain) sets up, from its image[] table")
+def boot_processes(ctx: MetricContext) -> Measurement:
+    """Count what kmain's loop over ``image[]`` created, read from the running kernel's memory.
+
+    kmain (minix/kernel/main.c) sets up one process-table entry per element of the boot
+    image table ``image[NR_BOOT_PROCS]`` (minix/kernel/table.c): the kernel tasks, then one
+    process per multiboot module (it panics unless the module count matches). It writes
+    each entry's endpoint, and each module's load address and length, back into the
+    table. The figure is the number of entries so filled in: the table is found by the
+    booted kernel ELF's ``image`` symbol and read over QMP; ``ps -ax`` is kept as a cross-check.
+    """
+    mid = "boot.processes"
+    if ctx.guest_name != "minix":
+        return _unmeasurable(ctx, mid, "count", f"guest {ctx.guest_name!r} has no MINIX kernel boot image table")
+    if ctx.arch != "i386":
+        return _unmeasurable(ctx, mid, "count", "the table is read through the i386 kernel's ELF and x86 paging")
+    kernel = ctx.pool.media(ctx.arch).files.get("kernel")
+    sym = kernel_symbol(Path(kernel), "image") if kernel else None
+    if sym is None:
+        return _unmeasurable(ctx, mid, "count", f"the kernel {kernel} has no `image` symbol to find kmain's table by")
+    vm = ctx.guest()
+    addr, size = sym
+    try:
+        raw, how = read_virtual(vm, addr, size)
+        procs = decode_boot_image(raw)
+    except (HarnessError, QMPError, ValueError) as exc:
+        return _unmeasurable(ctx, mid, "count", f"the kernel's image[] table could not be read: {exc}")
+    # Entries kmain processed: it stored an endpoint in each, and a load address and length for modules.
+    created = [p for p in procs if p.name and (p.kernel_task or p.length > 0)]
+    tasks = [p.name for p in created if p.kernel_task]
+    modules = [p.name for p in created if not p.kernel_task]
+    ps = vm.shell.run("ps -ax", timeout=60).stdout
+    return Measurement(mid, "count", [float(len(created))], ctx.conditions(vm),
+                       note=f"entries of the kernel's image[] table that kmain set up: {len(tasks)} kernel tasks "
+                       f"({', '.join(tasks)}) + {len(modules)} boot-module processes ({', '.join(modules)}); "
+                       f"read at 0x{addr:08x} ({size} bytes) with {how}",
+                       extra={"kernel_tasks": tasks, "boot_modules": modules, "entries": [p.__dict__ for p in procs],
+                              "ps_boot_lines": count_boot_image_processes(ps), "ps": ps})  # fmt: skip

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
-from .errors import HarnessError
+from .errors import BootStalled, BootTimeout, GuestPanic, HarnessError
 from .measurement import Measurement
 from .metrics import MetricContext, _unmeasurable, meminfo_total_mib, metric
 from .pool import VMOptions
@@ -132,21 +133,61 @@ def mem_guest_page_faults(ctx: MetricContext) -> Measurement:
                        note="sum over vCPUs of KVM's page-fault counters", extra={"vcpu_stats": totals})  # fmt: skip
 
 
+# How long a min_ram trial may stay silent once it has printed: a clean boot's longest gap
+# under TCG was about 2 s (MINIX); a starved one prints an out-of-memory line and stops.
+TRIAL_STALL_S = 30.0
+
+
+def trial_outcome(exc: HarnessError | None, console_text: str, shell_ok: bool) -> tuple[str, str]:
+    """What one boot with a given -m did, as (outcome, evidence).
+
+    Outcomes: ``nothing printed``, ``panic``, ``out of memory`` (a starvation line, then no
+    shell), ``stalled`` (output stopped, no such line), ``no shell`` (other failures),
+    ``degraded`` (a shell, but starvation lines on the way) and ``clean``.
+    """
+    trouble = next((ln.strip() for ln in console_text.splitlines() if _TROUBLE.search(ln)), "")
+    if exc is None:
+        if shell_ok and not trouble:
+            return "clean", ""
+        return "degraded", trouble or "the shell did not answer `echo ok`"
+    first = str(exc).splitlines()[0][:200]
+    if isinstance(exc, BootTimeout) and not console_text.strip():
+        return "nothing printed", first
+    if isinstance(exc, GuestPanic):
+        return "panic", first
+    if trouble:
+        return "out of memory", trouble[:200]
+    if isinstance(exc, BootStalled):
+        return "stalled", first
+    return "no shell", first
+
+
+def _read_log(path: Path | None) -> str:
+    try:
+        return path.read_text(errors="replace") if path else ""
+    except OSError:
+        return ""
+
+
 def _boots_cleanly(ctx: MetricContext, memory: int, log: list[dict[str, object]]) -> bool:
     """One fresh boot with ``memory`` MiB: True if it reached a shell with no out-of-memory trouble."""
-    opts = VMOptions(memory=memory, first_output_timeout=10.0)
+    opts = VMOptions(memory=memory, first_output_timeout=10.0, stall_timeout=TRIAL_STALL_S)
+    started = time.monotonic()
     try:
         vm = ctx.pool.boot(ctx.arch, opts)
     except HarnessError as exc:
-        log.append({"memory_mib": memory, "outcome": "no shell", "why": str(exc).splitlines()[0][:200]})
+        log_path = getattr(exc, "log_path", None)
+        outcome, why = trial_outcome(exc, _read_log(log_path), False)
+        secs = round(time.monotonic() - started, 1)
+        log.append({"memory_mib": memory, "outcome": outcome, "why": why, "seconds": secs, "log": str(log_path or "")})
         return False
     try:
-        trouble = [ln.text for ln in vm.console.lines() if _TROUBLE.search(ln.text)]
+        text = "\n".join(ln.text for ln in vm.console.lines())
         ok = vm.shell.run("echo ok", timeout=30).stdout.strip() == "ok"
-        clean = ok and not trouble
-        log.append({"memory_mib": memory, "outcome": "clean" if clean else "shell with errors",
-                    "why": trouble[0][:200] if trouble else "", "log": str(vm.log_path)})  # fmt: skip
-        return clean
+        outcome, why = trial_outcome(None, text, ok)
+        secs = round(time.monotonic() - started, 1)
+        log.append({"memory_mib": memory, "outcome": outcome, "why": why, "seconds": secs, "log": str(vm.log_path)})
+        return outcome == "clean"
     finally:
         ctx.pool.release(vm)
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .accel import KVM_FAILURE_SIGNS, AccelChooser
+from .accel import KVM_FAILURE_SIGNS, AccelChooser, KvmMemory
 from .console import Line
 from .errors import ConfigError, GuestUnavailable, HarnessError, VMError
-from .machine import Machine, MachineSpec, find_qemu, qemu_machines
+from .machine import Machine, MachineSpec, check_devices, find_qemu, qemu_machines
 from .media import BootMedia
 from .minix import MinixSource
 from .profiles import GuestProfile, load_profile
@@ -63,6 +63,8 @@ class HarnessConfig:
     qemu_binaries: dict[str, str] = field(default_factory=dict)
     network: bool = False
     minix: MinixSource = field(default_factory=MinixSource)
+    # Remember a KVM failure in the cache for later sessions (off for tests of the fallback itself).
+    remember_kvm: bool = True
     # Progress and trust-on-first-use messages (fetching an image); default: stderr.
     notify: Callable[[str], None] | None = field(default=None, compare=False)
 
@@ -76,6 +78,7 @@ class VMOptions:
     qemu_args: tuple[str, ...] = ()
     boot_timeout: float | None = None
     first_output_timeout: float | None = None  # fail fast when nothing at all is printed (e.g. too little RAM)
+    stall_timeout: float | None = None  # give up a boot that stops printing this long (default: the profile's)
 
 
 class VMPool:
@@ -86,7 +89,7 @@ class VMPool:
         self.profile: GuestProfile = load_profile(config.guest)
         for arch in config.arches:
             self.profile.arch(arch)  # unknown arch: clear error now, not at first boot
-        self.accel = AccelChooser(config.accel)
+        self.accel = AccelChooser(config.accel, KvmMemory() if config.remember_kvm else None)
         self.state = StateDir()
         self._vms: dict[str, VM] = {}
         self._all: list[VM] = []
@@ -130,6 +133,7 @@ class VMPool:
                 f"The {self.profile.name} guest on {arch} needs QEMU machine {conf.machine!r}, which {qemu} "
                 f"does not have (`{qemu} -machine help` does not list it). {conf.machine_hint}".strip()
             )
+        check_devices(qemu, conf.devices, self.profile.name)
         provider = PROVIDERS.get(self.profile.artifacts)
         if provider is None:
             raise ConfigError(f"Guest {self.profile.name!r} names unknown artifacts {self.profile.artifacts!r}; "
@@ -212,16 +216,19 @@ class VMPool:
         self._all.append(vm)
         timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
         first = options.first_output_timeout or self.profile.first_output_timeout
+        stall = options.stall_timeout or self.profile.boot_stall_timeout
         if spec.accel == "kvm":
             first = min(first, 15.0)  # a KVM that cannot run the guest usually shows nothing
         try:
-            vm.start(timeout, first)
+            vm.start(timeout, first, stall)
         except HarnessError as exc:
             kvm_lines = [ln for ln in vm.machine.qemu_stderr().splitlines() if any(s in ln for s in KVM_FAILURE_SIGNS)]
             vm.shutdown()
             if spec.accel == "kvm" and kvm_lines:
                 raise VMError(f"KVM failed ({kvm_lines[0].strip()}).", vm.log_path) from exc
             raise
+        if spec.accel == "kvm":
+            self.accel.report_success(spec.arch)
         self.boots.append(vm)
         return vm
 

@@ -37,6 +37,8 @@ class ArchConfig:
     kvm_capable_hosts: tuple[str, ...]
     nic: str = "virtio-net-pci"  # NIC model for --vm-network
     machine_hint: str = ""  # said when the QEMU binary lacks ``machine``: where to get one that has it
+    # Devices the guest needs beyond -nodefaults (``-device`` values, e.g. MINIX's VGA adapter).
+    devices: tuple[str, ...] = ()
     variants: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
     def variant(self, name: str) -> ArchConfig:
@@ -84,6 +86,9 @@ class GuestProfile:
     markers: tuple[Marker, ...]
     arches: dict[str, ArchConfig] = field(default_factory=dict)
     source: Path | None = None
+    # Seconds without console output, once the guest has started printing, after which a boot
+    # that has not reached its login prompt is given up as stalled (None: only boot_timeout).
+    boot_stall_timeout: float | None = None
 
     def arch(self, arch: str) -> ArchConfig:
         """The arch's QEMU settings, or a ConfigError listing the valid arches."""
@@ -121,11 +126,11 @@ def _regex(path: Path, key: str, text: Any) -> re.Pattern[str]:
 
 
 TOP_KEYS = {"name", "description", "artifacts", "boot_timeout", "first_output_timeout", "memory", "login", "shell",
-            "panic_patterns", "noise_patterns", "markers", "arch"}  # fmt: skip
+            "panic_patterns", "noise_patterns", "markers", "arch", "boot_stall_timeout"}  # fmt: skip
 LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt"}
 SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max"}
 ARCH_KEYS = {"qemu", "machine", "cpu", "kernel", "initrd", "append", "args", "kvm_capable_hosts", "nic", "machine_hint",
-             "variants"}  # fmt: skip
+             "variants", "devices"}  # fmt: skip
 VARIANT_KEYS = {"kernel", "initrd", "append", "args"}
 
 
@@ -182,6 +187,7 @@ def parse_profile(path: Path) -> GuestProfile:
             kvm_capable_hosts=tuple(conf.get("kvm_capable_hosts", ())),
             nic=conf.get("nic", "virtio-net-pci"),
             machine_hint=conf.get("machine_hint", ""),
+            devices=tuple(conf.get("devices", ())),
             variants=dict(variants),
         )
     return GuestProfile(
@@ -210,4 +216,5 @@ def parse_profile(path: Path) -> GuestProfile:
         ),
         arches=arches,
         source=path,
+        boot_stall_timeout=float(data["boot_stall_timeout"]) if "boot_stall_timeout" in data else None,
     )

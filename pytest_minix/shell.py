@@ -119,9 +119,10 @@ class Shell:
         return m.t
 
     # -- commands ---------------------------------------------------------
-    def _frame(self, cmd: str, n: int) -> str:
+    def _frame(self, cmd: str, n: int, tty_stdin: bool = False) -> str:
+        stdin = "" if tty_stdin else " </dev/null"
         return (
-            f"printf '\\036S{n}\\n'; {{ {cmd}\n}} 2>{ERR_FILE} </dev/null; printf '\\036R{n} %d\\n' $?; "
+            f"printf '\\036S{n}\\n'; {{ {cmd}\n}} 2>{ERR_FILE}{stdin}; printf '\\036R{n} %d\\n' $?; "
             f"[ -s {ERR_FILE} ] && {{ printf '\\036E{n}\\n'; cat {ERR_FILE}; }}; printf '\\036Z{n}\\n'\n"
         )
 
@@ -131,13 +132,19 @@ class Shell:
             text = "".join(ln for ln in text.splitlines(keepends=True) if not any(p.search(ln) for p in self._noise))
         return text
 
-    def run(self, cmd: str, timeout: float = 60.0) -> Result:
-        """Run ``cmd`` in the guest shell; return status, stdout and stderr separately."""
+    def run(self, cmd: str, timeout: float = 60.0, *, tty_stdin: bool = False) -> Result:
+        """Run ``cmd`` in the guest shell; return status, stdout and stderr separately.
+
+        stdin is /dev/null, so a command that reads it cannot swallow what is typed next;
+        ``tty_stdin=True`` leaves the terminal as its stdin instead, for programs that
+        check it is a tty (MINIX's POSIX test 3 calls tcgetattr on fd 0). Nothing is
+        typed while such a command runs, except Ctrl-C when it times out.
+        """
         if self.broken:
             raise VMError(f"The shell is unusable ({self.broken}); the VM must be rebooted.", self.console.log_path)
         n = next(self._ids)
         start = time.monotonic()
-        self.console.write(self._frame(cmd, n))
+        self.console.write(self._frame(cmd, n, tty_stdin))
         try:
             self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", alive=self._alive_reason)
             rest = max(0.5, timeout - (time.monotonic() - start))

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .console import Console
-from .errors import BootTimeout, ConfigError, GuestPanic, VMError
+from .console import Console, ConsoleStalled
+from .errors import BootStalled, BootTimeout, ConfigError, GuestPanic, VMError
 from .machine import Machine
 from .profiles import GuestProfile
 from .qmp import QMP
@@ -58,10 +58,14 @@ class VM:
     def _alive_reason(self) -> str | None:
         return self.machine.exit_reason()
 
-    def start(self, boot_timeout: float, first_output_timeout: float) -> BootResult:
-        """Launch, resume, wait for the login prompt, log in; fill in the timeline."""
+    def start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None = None) -> BootResult:
+        """Launch, resume, wait for the login prompt, log in; fill in the timeline.
+
+        ``stall_timeout``: give up once the guest, having started to print, prints nothing
+        more for that long (a hung or starved boot), instead of waiting out ``boot_timeout``.
+        """
         try:
-            return self._start(boot_timeout, first_output_timeout)
+            return self._start(boot_timeout, first_output_timeout, stall_timeout)
         except VMError as exc:
             raise self._with_exit(exc) from None
 
@@ -78,7 +82,7 @@ class VM:
             return exc
         return VMError(f"{reason}. {str(exc).split(' Serial log: ')[0]}", self.log_path)
 
-    def _start(self, boot_timeout: float, first_output_timeout: float) -> BootResult:
+    def _start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None) -> BootResult:
         p = self.profile
         self.machine.launch()
         self.machine.cont()
@@ -96,7 +100,14 @@ class VM:
         remaining = boot_timeout - (time.monotonic() - (self.machine.t0 or time.monotonic()))
         try:
             m = self.console.expect(p.login.prompt, max(remaining, 1.0), what="the login prompt",
-                                    fail_on=p.panic_patterns, alive=self._alive_reason)  # fmt: skip
+                                    fail_on=p.panic_patterns, alive=self._alive_reason, idle=stall_timeout)  # fmt: skip
+        except ConsoleStalled as exc:
+            raise BootStalled(
+                f"The {p.name} guest ({self.arch}, accel {self.accel}) stopped printing before its login prompt: "
+                f"nothing for {exc.quiet:.0f} s. {exc}It hung or is starved (too little memory?). Raise the "
+                f"profile's boot_stall_timeout if this guest is only slow here.",
+                self.log_path,
+            ) from None
         except TimeoutError as exc:
             raise BootTimeout(
                 f"The {p.name} guest ({self.arch}, accel {self.accel}) never reached its login prompt "

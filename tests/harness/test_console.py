@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_minix.console import Console, TextBuffer
+from pytest_minix.console import Console, ConsoleStalled, TextBuffer
 from pytest_minix.errors import GuestPanic, VMError
 
 
@@ -100,6 +100,35 @@ def test_timeout_names_last_lines(pair: tuple[Console, FakeSerial]) -> None:
     serial.send(b"stuck here\n")
     with pytest.raises(TimeoutError, match="stuck here"):
         con.expect("never", 0.3)
+
+
+def test_a_guest_that_stops_printing_is_reported_as_stalled(pair: tuple[Console, FakeSerial]) -> None:
+    """``idle``: output that stops (an out-of-memory boot) ends the wait long before the timeout."""
+    con, serial = pair
+    serial.send(b"Multiuser startup in progress ...\r\nanon_pagefault: out of memory\r\n")
+    start = time.monotonic()
+    with pytest.raises(ConsoleStalled, match="out of memory") as exc:
+        con.expect("login: ", 60, idle=0.6, what="the login prompt")
+    assert 0.5 <= time.monotonic() - start < 5
+    assert exc.value.quiet >= 0.6 and "stalled" in str(exc.value)
+
+
+def test_output_that_keeps_coming_is_not_a_stall(pair: tuple[Console, FakeSerial]) -> None:
+    con, serial = pair
+
+    def drip() -> None:
+        for i in range(8):
+            serial.send(f"line {i}\n".encode())
+            time.sleep(0.2)
+        serial.send(b"login: ")
+
+    t = threading.Thread(target=drip)
+    t.start()
+    try:
+        m = con.expect("login: $", 10, idle=0.6)  # 1.6 s in all, never 0.6 s quiet
+    finally:
+        t.join()
+    assert "line 7" in m.before
 
 
 def test_eof_is_reported_not_waited_out(pair: tuple[Console, FakeSerial]) -> None:

@@ -1,8 +1,8 @@
-"""Fault matrix against the real reference guest: hangs, reboots, a killed QEMU, floods, binary bytes.
+"""Fault matrix against a real guest: hangs, reboots, a killed QEMU, floods, binary bytes, crashed drivers.
 
 Each row injects one fault into a real QEMU guest and checks that the harness reports it
 clearly and promptly, that the pool hands out a healthy VM afterwards, and that nothing is
-left behind: the base disk image is unchanged (SHA-256), every QEMU the test started is
+left behind: every base image (disk, CD, kernel, modules) is unchanged (SHA-256), every QEMU the test started is
 gone (checked by PID, never by name) and the released VMs' state directories are removed.
 Run each row several times with ``--fault-trials N``. Faults that break a VM use the pool's
 shared VM (``vm_pool.get``, which must then boot a replacement) or a VM of their own.
@@ -22,6 +22,7 @@ import pytest
 
 from pytest_minix import VM, CommandTimeout
 from pytest_minix.errors import VMError
+from pytest_minix.media import BootMedia
 from pytest_minix.plugin import need_media
 from pytest_minix.pool import VMOptions, VMPool
 from pytest_minix.statedir import QEMU_PIDS
@@ -52,14 +53,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def base_images(media: BootMedia) -> list[Path]:
+    """Every file the guest boots from (disks, CD, kernel, modules, initrd): none may ever change."""
+    paths = list(media.disks.values())
+    for value in media.files.values():
+        paths += [Path(p) for p in str(value).split(",")]
+    return sorted({p for p in paths if p.is_file()})
+
+
 class Faults:
     """One test's view of the pool: what it booted, and the checks that nothing leaked."""
 
     def __init__(self, pool: VMPool, arch: str) -> None:
         self.pool = pool
         self.arch = arch
-        self.disk = pool.media(arch).disks["disk"]
-        self.disk_sha = _sha256(self.disk)
+        self.guest = pool.profile.name
+        self.images = {p: _sha256(p) for p in base_images(pool.media(arch))}
         self.pids_before = set(self.qemu_pids())
         self.entries_before = self.vm_dirs()
         self.own: list[VM] = []
@@ -101,14 +110,13 @@ class Faults:
         allowed = self.entries_before | ({keep.machine.dir} if keep is not None else set())
         extra = self.vm_dirs() - allowed
         assert not extra, f"state left behind by released VMs: {sorted(map(str, extra))}"
-        assert _sha256(self.disk) == self.disk_sha, f"the base disk image {self.disk} changed"
+        changed = [str(p) for p, sha in self.images.items() if _sha256(p) != sha]
+        assert not changed, f"base images changed: {changed}"
 
 
 @pytest.fixture
 def faults(request: pytest.FixtureRequest, vm_pool: VMPool, fault_arch: str) -> Iterator[Faults]:
     need_media(request, vm_pool, fault_arch)
-    if vm_pool.profile.name != "reference":
-        pytest.skip("the fault matrix drives Linux's reboot, /proc/sysrq-trigger and busybox: --guest=reference")
     f = Faults(vm_pool, fault_arch)
     try:
         yield f
@@ -168,7 +176,20 @@ def test_uninterruptible_hang_breaks_vm_and_pool_boots_fresh(faults: Faults) -> 
 # -- 2. the guest reboots during a command ------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["reboot -f", "echo b > /proc/sysrq-trigger"], ids=["reboot-f", "sysrq-b"])
+# How each guest is made to reboot in the middle of a command: QEMU reports a guest RESET.
+REBOOTS = {
+    "reference": {"reboot-f": "reboot -f", "sysrq-b": "echo b > /proc/sysrq-trigger"},
+    "minix": {"reboot": "reboot"},  # NetBSD's reboot(8): sync, then reboot(2) through PM and the kernel
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "how" in metafunc.fixturenames and metafunc.function.__name__ == "test_reboot_during_command_fails_fast":
+        guest = metafunc.config.getoption("minix_guest") or metafunc.config.getini("minix_guest") or "minix"
+        rows = REBOOTS.get(str(guest), {})
+        metafunc.parametrize("how", list(rows.values()), ids=list(rows))
+
+
 def test_reboot_during_command_fails_fast(faults: Faults, how: str) -> None:
     vm = faults.shared()
     at_start = [ev for ev in vm.qmp.events("RESET") if ev.data.get("guest")]
@@ -320,3 +341,38 @@ def test_binary_bytes_on_console(faults: Faults) -> None:
     assert r.status == 0
     assert vm.broken is None
     assert vm.shell.run("echo after-binary").stdout == "after-binary\n"
+
+
+# -- 5. the guest stops running (a frozen machine) ---------------------------------------------
+
+
+def test_frozen_guest_times_out_and_the_pool_boots_fresh(faults: Faults) -> None:
+    """QMP ``stop`` freezes every vCPU: the shell cannot answer even Ctrl-C, the VM is given up."""
+    vm = faults.shared()
+    vm.qmp.execute("stop")
+    start = time.monotonic()
+    with pytest.raises(CommandTimeout, match=r"did not finish within 3\.0 s"):
+        vm.shell.run("echo frozen", timeout=3)
+    assert time.monotonic() - start < 30
+    assert vm.broken is not None and "no answer after interrupting" in vm.broken
+    _replaced(faults, vm)
+
+
+# -- 6. MINIX: a crashed driver or server, restarted by RS ------------------------------------------
+
+
+KILL_RANDOM = "kill -9 $(ps -ax | awk '$5 == \"/service/random\" {print $1}')"
+
+
+@pytest.mark.parametrize("crash", ["minix-service fi random", KILL_RANDOM], ids=["fi-random", "kill-random"])
+def test_crashed_driver_is_reported_as_noise_and_the_shell_goes_on(faults: Faults, crash: str) -> None:
+    """RS restarts the driver; its ``panic: Crash!`` lines are not taken for a guest panic or output."""
+    if faults.guest != "minix":
+        pytest.skip("drivers restarted by a reincarnation server exist on MINIX only")
+    vm = faults.shared()
+    r = vm.shell.run(f"{crash}; sleep 2; echo after-crash", timeout=60)
+    assert r.stdout.endswith("after-crash\n"), r
+    assert "panic" not in r.stdout
+    assert vm.broken is None
+    assert vm.shell.run("echo still-here").stdout == "still-here\n"
+    assert faults.shared() is vm

@@ -20,10 +20,12 @@ import pytest
 from minix_layout import MODULES, build_minix_iso
 from multiboot_stub import stub_kernel
 
+from pytest_minix.errors import ConfigError
 from pytest_minix.iso import extract_boot
 from pytest_minix.machine import Machine
 from pytest_minix.minix import MinixSource
 from pytest_minix.pool import HarnessConfig, VMPool
+from pytest_minix.profiles import load_profile
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="needs qemu-system-i386")
 
@@ -83,6 +85,40 @@ def test_release_cd_boots_kernel_and_modules_by_multiboot(tmp_path, http_server,
         pool.close()
     assert machine.proc is not None and machine.proc.poll() is not None, "QEMU outlived its pool"
     assert len(http_server.requests("/minix_R9.9.9.iso.bz2")) == 1
+
+
+def test_the_machine_has_every_device_the_guest_profile_needs(tmp_path, stub_iso):
+    """MINIX prints nothing at all without a display adapter: -nodefaults must not remove it.
+
+    The started QEMU is asked over QMP which devices it really has, so an argv that
+    builds but does not create the device fails too.
+    """
+    needed = load_profile("minix").arch("i386").devices
+    assert "VGA" in needed
+    pool = pool_for(tmp_path, MinixSource(image=stub_iso))
+    try:
+        machine = pool.machine(pool.spec("i386"))
+        machine.launch()
+        argv = machine.argv
+        assert "-nodefaults" in argv
+        given = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+        assert all(d in given for d in needed), (needed, given)
+        pci = [dev for bus in machine.qmp.execute("query-pci") for dev in bus["devices"]]
+        assert any(dev["class_info"].get("desc") == "VGA controller" for dev in pci), pci
+    finally:
+        pool.close()
+
+
+def test_a_qemu_without_a_needed_device_is_refused_with_the_fix(tmp_path, stub_iso, monkeypatch):
+    from pytest_minix import machine as machine_mod
+
+    monkeypatch.setitem(machine_mod._devices, shutil.which("qemu-system-i386") or "", frozenset({"isa-debugcon"}))
+    pool = pool_for(tmp_path, MinixSource(image=stub_iso))
+    try:
+        with pytest.raises(ConfigError, match=r"needs the QEMU device\(s\) VGA.*qemu-system-x86"):
+            pool.spec("i386")
+    finally:
+        pool.close()
 
 
 def test_users_disk_image_boots_rootdev_c0d0p0_and_is_never_written(tmp_path, stub_iso):

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from pytest_minix.accel import kvm_static_reason
+from pytest_minix.accel import KvmMemory, kvm_static_reason
+from pytest_minix.paths import cache_root
 from pytest_minix.profiles import load_profile
 
 ARGS = ("-p", "no:cacheprovider", "--guest=reference")
@@ -15,6 +16,11 @@ INNER = """
 def test_boot(guest):
     print("ACCEL=" + guest.accel)
     assert guest.shell.run("echo up").stdout == "up\\n"
+"""
+
+COUNT_BOOTS = """
+def test_boots(vm_pool):
+    print("BOOTS=%d" % len(vm_pool._all))
 """
 
 
@@ -31,6 +37,41 @@ def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester
         assert "falling back to TCG" in out
         static = kvm_static_reason(load_profile("reference").arch("i386"))
         assert (static or "KVM") in out
+
+
+@pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
+def test_a_kvm_failure_is_remembered_so_the_next_session_boots_once(pytester: pytest.Pytester) -> None:
+    """Under --accel=auto a host whose KVM fails pays the failed KVM boot once, not once per session."""
+    record = cache_root() / "kvm-failures.json"
+    pytester.makepyfile(test_inner=INNER + COUNT_BOOTS)
+    warn = ("-W", "always::pytest_minix.accel.KvmFallbackWarning")
+    first = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", *warn)
+    first.assert_outcomes(passed=2)
+    if "ACCEL=kvm" in first.stdout.str():
+        assert "remembered from an earlier session" not in first.stdout.str()  # a host where KVM works keeps no failure
+        return
+    assert record.is_file() and "|i386" in record.read_text()
+    second = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", *warn)
+    second.assert_outcomes(passed=2)
+    out = second.stdout.str()
+    assert "ACCEL=tcg" in out and "remembered from an earlier session" in out and str(record) in out
+    assert "BOOTS=1" in out  # one boot under TCG: no attempt under KVM
+    # --accel=kvm always tries again (and fails here with its reason), whatever is remembered.
+    third = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=kvm")
+    assert "remembered from an earlier session" not in third.stdout.str()
+    assert "--accel=kvm was given but" in third.stdout.str() or "ACCEL=kvm" in third.stdout.str()
+
+
+def test_kvm_memory_is_keyed_by_qemu_binary_and_arch(tmp_path) -> None:
+    memory = KvmMemory(tmp_path / "kvm.json")
+    memory.remember("/usr/bin/qemu-system-i386", "i386", "KVM internal error")
+    assert memory.recall("/usr/bin/qemu-system-i386", "i386") == "KVM internal error"
+    assert memory.recall("/usr/bin/qemu-system-i386", "arm") is None
+    assert memory.recall(str(tmp_path / "another-qemu"), "i386") is None  # another binary (and version)
+    memory.forget("/usr/bin/qemu-system-i386", "i386")
+    assert memory.recall("/usr/bin/qemu-system-i386", "i386") is None
+    (tmp_path / "kvm.json").write_text("{not json")
+    assert memory.recall("/usr/bin/qemu-system-i386", "i386") is None  # a corrupt record is no record
 
 
 @pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix

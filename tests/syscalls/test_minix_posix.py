@@ -49,7 +49,8 @@ def test_posix(guest: VM, posix_test: str, posix_suite_listing: dict[str, set[st
     if posix_test not in listing:
         pytest.skip(f"test {posix_test} is not in this image's suite")
     timeout = float(pytestconfig.getini("minix_posix_timeout") or 600)
-    r = guest.shell.run(f"cd {SUITE} && ./run -T -t {posix_test}; cd /", timeout=timeout)
+    # As MINIX expects: from the terminal (test 3 checks that stdin is a tty), in the suite directory.
+    r = guest.shell.run(f"cd {SUITE} && ./run -T -t {posix_test}; cd /", timeout=timeout, tty_stdin=True)
     result = parse_tap(r.stdout)
     outcome = result.outcomes.get(posix_test)
     assert outcome is not None, f"no TAP line for test {posix_test} in:\n{r.stdout[-2000:]}"
