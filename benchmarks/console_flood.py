@@ -7,16 +7,21 @@ directly, with a real waiter thread blocked in ``expect()`` the whole time, so t
 is the harness's own cost per byte. QEMU's serial device under TCG delivers far less than
 this; the point is that the harness never becomes the bottleneck, at any buffer fill.
 
-Usage: ``python benchmarks/console_flood.py [--mbytes 12] [--reads 64,512,4096] [--json PATH]``.
+Usage: ``python benchmarks/console_flood.py [--mbytes 12] [--reads 64,512,4096] [--json PATH]``;
+``--smoke`` makes a minimal run (CI checks that the script still works with it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pytest_minix.console import Console
@@ -39,19 +44,38 @@ def run(total: int, read: int) -> dict[str, float]:
             "mb_per_s": round(total / took / 1e6, 1), "dropped": dropped[0]}  # fmt: skip
 
 
-def main() -> None:
+# The minimal run CI makes (--smoke; tests/harness/test_benchmark_scripts.py): well under a second.
+SMOKE = {"mbytes": 1.0, "reads": "512,4096"}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mbytes", type=float, default=12.0)
-    ap.add_argument("--reads", default="64,512,4096", help="read sizes in bytes, comma-separated")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    ap.add_argument("--mbytes", type=float, help="megabytes fed per read size (default 12)")
+    ap.add_argument("--reads", help="read sizes in bytes, comma-separated (default 64,512,4096)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"minimal run, to check that the script works (not a measurement): --mbytes {SMOKE['mbytes']:g}, "
+        f"--reads {SMOKE['reads']} unless given",
+    )
+    ap.add_argument("--json", type=Path, help="write the arguments and one row per read size here")
+    args = ap.parse_args(argv)
+    if args.mbytes is None:
+        args.mbytes = SMOKE["mbytes"] if args.smoke else 12.0
+    if args.reads is None:
+        args.reads = SMOKE["reads"] if args.smoke else "64,512,4096"
     rows = [run(int(args.mbytes * 1e6), int(r)) for r in args.reads.split(",")]
     for r in rows:
-        print(f"{r['mbytes']:.0f} MB in {r['read_bytes']:>5} B reads: {r['seconds']:6.2f} s, "
+        print(f"{r['mbytes']:g} MB in {r['read_bytes']:>5} B reads: {r['seconds']:6.2f} s, "
               f"{r['mb_per_s']:6.1f} MB/s, {r['dropped']} characters dropped at the cap")  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        info = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
+                "cpus": os.cpu_count()}  # fmt: skip
+        doc = {"info": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

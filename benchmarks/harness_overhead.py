@@ -22,7 +22,8 @@ shared machine hits every variant alike:
    ~205). Sampled as booted, again after ``stty <console> 115200`` on both VMs, and again
    after filling the harness console's line history (see benchmarks/README.md).
 
-Usage: ``PYTEST_MINIX_CACHE=... python benchmarks/harness_overhead.py --arch i386 --rounds 5``.
+Usage: ``PYTEST_MINIX_CACHE=... python benchmarks/harness_overhead.py --arch i386 --rounds 5``;
+``--smoke`` makes a minimal run (CI checks that the script still works with it).
 """
 
 from __future__ import annotations
@@ -54,10 +55,9 @@ from pytest_minix import machine as machine_mod
 from pytest_minix import pool as pool_mod
 from pytest_minix import qmp as qmp_mod
 from pytest_minix import runtime as runtime_mod
-from pytest_minix.machine import Machine, MachineSpec, find_qemu
+from pytest_minix.machine import Machine, MachineSpec
 from pytest_minix.pool import HarnessConfig, VMPool
-from pytest_minix.profiles import GuestProfile, load_profile
-from pytest_minix.reference import ensure_reference
+from pytest_minix.profiles import GuestProfile
 from pytest_minix.shell import ERR_FILE, PS1, PS1_TYPED
 from pytest_minix.statedir import StateDir
 from pytest_minix.vm import VM
@@ -127,7 +127,7 @@ def _wrap(owner: Any, name: str, label: str | Callable[[tuple[Any, ...], dict[st
 @contextlib.contextmanager
 def instrumented() -> Iterator[None]:
     undo = [
-        _wrap(pool_mod.VMPool, "files", "files"),
+        _wrap(pool_mod.VMPool, "media", "media"),
         _wrap(machine_mod, "make_overlay", "overlay"),
         _wrap(runtime_mod.Runtime, "spawn", "spawn"),
         _wrap(console_mod.Console, "connect", "console_connect"),
@@ -281,19 +281,17 @@ class Env:
 
 
 def make_env(arch: str, log_dir: Path) -> Env:
-    profile = load_profile(GUEST)
-    conf = profile.arch(arch)
-    art = ensure_reference(arch)
-    spec = MachineSpec(
-        arch=arch,
-        config=conf,
-        files={"kernel": art.kernel, "initrd": art.initrd},
-        disks={"disk": art.disk},
-        accel="tcg",
-        memory=profile.memory,
-        qemu_binary=find_qemu(conf.qemu, arch),
-    )
-    return Env(arch, profile, spec, StateDir(), log_dir)
+    """The bare variant's machine is the one a harness pool would start: ``VMPool.spec(arch)``.
+
+    Resolving the boot media here (built on first use, hashes verified) fills the
+    process-wide cache that every later pool of this run reuses, as in a pytest session.
+    """
+    pool = VMPool(HarnessConfig(guest=GUEST, arches=(arch,), accel="tcg", log_dir=log_dir))
+    try:
+        spec = pool.spec(arch)
+    finally:
+        pool.close()
+    return Env(arch, pool.profile, spec, StateDir(), log_dir)
 
 
 def new_bare(env: Env) -> BareVM:
@@ -319,7 +317,7 @@ def harness_marks(call: float, end: float) -> dict[str, float]:
         if span is not None:
             marks[name] = span[which] - call
 
-    put("files", "files", 1)
+    put("media", "media", 1)
     put("spawn_start", "spawn", 0)
     put("spawn_end", "spawn", 1)
     put("console_connected", "console_connect", 1)
@@ -330,7 +328,7 @@ def harness_marks(call: float, end: float) -> dict[str, float]:
     put("shell_prompt", "expect:the shell prompt after login", 1)
     put("harness_prompt", "expect:the harness prompt", 1)
     marks["returned"] = end - call
-    for label, dur_name in (("files", "files_s"), ("overlay", "overlay_s"), ("qmp_connect", "qmp_connect_s")):
+    for label, dur_name in (("media", "media_s"), ("overlay", "overlay_s"), ("qmp_connect", "qmp_connect_s")):
         span = TRACE.first(label)
         if span is not None:
             marks[dur_name] = span[1] - span[0]
@@ -550,7 +548,7 @@ def host_info(arch: str, qemu: str) -> dict[str, Any]:
 
 
 MARKS = (
-    "files",
+    "media",
     "spawn_start",
     "spawn_end",
     "console_connected",
@@ -640,7 +638,7 @@ def print_report(info: dict[str, Any], summary: dict[str, Any]) -> None:
             print(f"  {name:<16}{hs}{bs}{diff}")
         nan = float("nan")
         print(
-            f"  (harness inside: files/hash {hm.get('files_s', nan) * 1e3:.1f} ms, "
+            f"  (harness inside: boot media {hm.get('media_s', nan) * 1e3:.1f} ms, "
             f"overlay {hm.get('overlay_s', nan) * 1e3:.1f} ms (bare {bm.get('overlay_s', nan) * 1e3:.1f} ms), "
             f"QMP connect {hm.get('qmp_connect_s', nan) * 1e3:.1f} ms)"
         )
@@ -664,12 +662,24 @@ def print_report(info: dict[str, Any], summary: dict[str, Any]) -> None:
         print(f"  goal run(true) p50 < 5 ms: {'met' if met else 'NOT met'}")
 
 
+# Sizes of a full run, and of the minimal run CI makes (--smoke; tests/harness/test_benchmark_scripts.py).
+DEFAULTS = {"rounds": 5, "warmup": 1, "rtt_samples": 200, "history_lines": 20000}
+SMOKE = {"rounds": 1, "warmup": 0, "rtt_samples": 5, "history_lines": 200}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--arch", choices=("i386", "arm"), default="i386")
-    ap.add_argument("--rounds", type=int, default=5, help="timed boot rounds per variant (default 5)")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed boot rounds first (default 1)")
-    ap.add_argument("--rtt-samples", type=int, default=200, help="round-trip samples per variant (default 200)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="minimal run, to check that the script works (not a measurement): "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE.items())
+        + " unless given; about 30 s",
+    )
+    ap.add_argument("--rounds", type=int, help="timed boot rounds per variant (default 5)")
+    ap.add_argument("--warmup", type=int, help="untimed boot rounds first (default 1)")
+    ap.add_argument("--rtt-samples", type=int, help="round-trip samples per variant (default 200)")
     ap.add_argument(
         "--what-if-baud",
         type=int,
@@ -680,13 +690,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--history-lines",
         type=int,
-        default=20000,
         help="last, print this many lines on the harness VM (filling its console history) and sample again "
         "(0: skip; default 20000)",
     )
     ap.add_argument("--json", type=Path, help="write raw samples and the summary here")
     ap.add_argument("--log-dir", type=Path, help="keep serial/QEMU logs here (default: a temporary directory)")
     args = ap.parse_args(argv)
+    for name, default in DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, SMOKE[name] if args.smoke else default)
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -24,7 +24,8 @@ machine hits every variant alike; compare the ratios, not absolute times across 
     the plugin as a baseline.
 
 Usage: ``PYTEST_MINIX_CACHE=... python benchmarks/scale.py restore --arch all --rounds 5``
-(see benchmarks/README.md). Every QEMU and every child pytest is stopped on exit, Ctrl-C and
+(see benchmarks/README.md); ``--smoke`` alone makes a minimal run of all four (CI checks that the
+script still works with it). Every QEMU and every child pytest is stopped on exit, Ctrl-C and
 SIGTERM.
 """
 
@@ -341,8 +342,27 @@ def pytest_env() -> dict[str, str]:
     return env
 
 
+# The --smoke set of `xdist`: two tests that need the plugin's settings but no VM (the other
+# subcommands boot enough), so each pytest run takes a few seconds.
+XDIST_SMOKE_FILE = textwrap.dedent(
+    """
+    def test_settings(minix_config):
+        assert minix_config.guest == "reference"
+
+
+    def test_nothing():
+        pass
+    """
+)
+
+
 def cmd_xdist(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> dict[str, Any]:
-    tests = args.tests or list(XDIST_TESTS)
+    tests = list(args.tests) or list(XDIST_TESTS)
+    if args.smoke and not args.tests:
+        smoke = log_dir / "xdist-smoke" / "test_pm_xdist_smoke.py"
+        smoke.parent.mkdir(parents=True, exist_ok=True)
+        smoke.write_text(XDIST_SMOKE_FILE)
+        tests = [str(smoke)]
     base = [sys.executable, "-m", "pytest", *tests, f"--guest={GUEST}", f"--arch={args.arch}", "--accel=tcg",
             "-p", "no:cacheprovider", "-q", "-rfE"]  # fmt: skip
     runs: list[dict[str, Any]] = []
@@ -552,11 +572,12 @@ def cmd_startup(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> di
         return {"to_body": t_body - t_launch, "body_to_exit": t_exit - t_body, "total": t_exit - t_launch}
 
     # Untimed: fill the bytecode cache of the `no_vm_pyc` variant (and the OS page cache of all).
-    for name in variants:
-        once(name)
+    for _ in range(args.warmup):
+        for name in variants:
+            once(name)
     names = list(variants)
     rows: list[dict[str, Any]] = []
-    log(f"startup: {args.rounds} rounds of {', '.join(names)} (after one untimed run each)")
+    log(f"startup: {args.rounds} rounds of {', '.join(names)} (after {args.warmup} untimed run(s) each)")
     for r in range(args.rounds):
         k = r % len(names)
         order = names[k:] + names[:k]
@@ -602,41 +623,95 @@ def log_directory(path: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# Sizes of a full run of each subcommand, and what --smoke changes (the minimal run CI makes of
+# this script, tests/harness/test_benchmark_scripts.py). Options given explicitly win over both.
+# `--smoke` without a subcommand runs all four in this order (memory first: its "imports" stage
+# is then this process's footprint before any VM).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "memory": {"arch": "i386", "vms": 2, "commands": 200, "lines": 20000},
+    "restore": {"arch": "all", "rounds": 5, "warmup": 1},
+    "xdist": {"arch": "i386", "rounds": 1, "workers": 2, "timeout": 600.0, "tests": []},
+    "startup": {"arch": "i386", "rounds": 5, "warmup": 1},
+}
+SMOKE: dict[str, dict[str, Any]] = {
+    "memory": {"vms": 1, "commands": 5, "lines": 200},
+    "restore": {"arch": "i386", "rounds": 1, "warmup": 0},
+    "xdist": {"timeout": 300.0},  # and, unless test paths are given, a two-test file without VMs
+    "startup": {"rounds": 1, "warmup": 0},
+}
+
+
+def settings(cmd: str, given: argparse.Namespace, smoke: bool, arch: str | None) -> argparse.Namespace:
+    """One subcommand's options: the defaults, then --smoke's, then the top-level --arch, then what was given."""
+    values = {**DEFAULTS[cmd], **(SMOKE[cmd] if smoke else {})}
+    if arch:
+        values["arch"] = arch
+    for key in values:
+        value = getattr(given, key, None)
+        if value is not None and value != []:
+            values[key] = value
+    return argparse.Namespace(cmd=cmd, smoke=smoke, **values)
+
+
+def strings(ns: argparse.Namespace) -> dict[str, str]:
+    return {k: str(v) for k, v in vars(ns).items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="With --smoke and no subcommand, all four run one after the other, each minimal (about a minute "
+        "on i386); the JSON then has one key per subcommand.",
+    )
+    ap.add_argument("--smoke", action="store_true", help="minimal run, to check that the script works (no measurement)")
+    ap.add_argument("--arch", choices=("i386", "arm"), help="arch of every run (default: each subcommand's own)")
+    ap.add_argument("--json", type=Path, help="write raw samples and the summary here")
+    ap.add_argument("--log-dir", type=Path, help="keep serial/QEMU logs here (default: a temporary directory)")
+    # The same options after the subcommand; SUPPRESS keeps an absent one from hiding a top-level one.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", type=Path, help="write raw samples and the summary here")
-    common.add_argument("--log-dir", type=Path, help="keep serial/QEMU logs here (default: a temporary directory)")
+    common.add_argument("--smoke", action="store_true", default=argparse.SUPPRESS, help="minimal run (see below)")
+    common.add_argument("--json", type=Path, default=argparse.SUPPRESS, help="write raw samples and the summary here")
+    common.add_argument("--log-dir", type=Path, default=argparse.SUPPRESS,
+                        help="keep serial/QEMU logs here (default: a temporary directory)")  # fmt: skip
+    sub = ap.add_subparsers(dest="cmd")
 
-    p = sub.add_parser("restore", parents=[common], help="cold boot vs snapshot restore")
-    p.add_argument("--arch", choices=("i386", "arm", "all"), default="all")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    def smoke_note(cmd: str) -> str:
+        changes = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in SMOKE[cmd].items())
+        extra = "; the test paths default to a two-test file that boots no VM" if cmd == "xdist" else ""
+        return f"--smoke: {changes}{extra}"
 
-    p = sub.add_parser("xdist", parents=[common], help="functional self-tests with -n 0 vs -n 2")
-    p.add_argument("--arch", choices=("i386", "all"), default="i386")
-    p.add_argument("--rounds", type=int, default=1, help="rounds, each running both (default 1)")
-    p.add_argument("--workers", type=int, default=2, help="xdist workers of the parallel run (default 2)")
-    p.add_argument("--timeout", type=float, default=600.0, help="per pytest run, seconds (default 600)")
+    p = sub.add_parser("restore", parents=[common], help="cold boot vs snapshot restore", epilog=smoke_note("restore"))
+    p.add_argument("--arch", choices=("i386", "arm", "all"), default=argparse.SUPPRESS, help="default all")
+    p.add_argument("--rounds", type=int, help="timed rounds (default 5)")
+    p.add_argument("--warmup", type=int, help="untimed rounds first (default 1)")
+
+    p = sub.add_parser("xdist", parents=[common], help="functional self-tests with -n 0 vs -n 2",
+                       epilog=smoke_note("xdist"))  # fmt: skip
+    p.add_argument("--arch", choices=("i386", "all"), default=argparse.SUPPRESS, help="default i386")
+    p.add_argument("--rounds", type=int, help="rounds, each running both (default 1)")
+    p.add_argument("--workers", type=int, help="xdist workers of the parallel run (default 2)")
+    p.add_argument("--timeout", type=float, help="per pytest run, seconds (default 600)")
     p.add_argument("tests", nargs="*", help=f"test paths (default: {' '.join(XDIST_TESTS)})")
 
-    p = sub.add_parser("memory", parents=[common], help="harness-side RSS per VM, and QEMU's")
-    p.add_argument("--arch", choices=("i386", "arm"), default="i386")
-    p.add_argument("--vms", type=int, default=2, help="VMs booted side by side (default 2)")
-    p.add_argument("--commands", type=int, default=200, help="shell.run('true') per VM after boot (default 200)")
-    p.add_argument(
-        "--lines",
-        type=int,
-        default=20000,
-        help="then a command printing this many lines (default 20000: a full console history)",
-    )
+    p = sub.add_parser("memory", parents=[common], help="harness-side RSS per VM, and QEMU's",
+                       epilog=smoke_note("memory"))  # fmt: skip
+    p.add_argument("--arch", choices=("i386", "arm"), default=argparse.SUPPRESS, help="default i386")
+    p.add_argument("--vms", type=int, help="VMs booted side by side (default 2)")
+    p.add_argument("--commands", type=int, help="shell.run('true') per VM after boot (default 200)")
+    p.add_argument("--lines", type=int,
+                   help="then a command printing this many lines (default 20000: a full console history)")  # fmt: skip
 
-    p = sub.add_parser("startup", parents=[common], help="python -m pytest launch to the first test body")
-    p.add_argument("--arch", choices=("i386", "arm"), default="i386")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (default 5)")
+    p = sub.add_parser("startup", parents=[common], help="python -m pytest launch to the first test body",
+                       epilog=smoke_note("startup"))  # fmt: skip
+    p.add_argument("--arch", choices=("i386", "arm"), default=argparse.SUPPRESS, help="default i386")
+    p.add_argument("--rounds", type=int, help="timed rounds per variant (default 5)")
+    p.add_argument("--warmup", type=int, help="untimed runs of each variant first (default 1)")
 
     args = ap.parse_args(argv)
+    if args.cmd is None and not args.smoke:
+        ap.error("choose a subcommand (restore, xdist, memory, startup), or --smoke for a minimal run of all four")
+    cmds = [args.cmd] if args.cmd else list(DEFAULTS)
+    runs = {cmd: settings(cmd, args, args.smoke, args.arch) for cmd in cmds}
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -647,9 +722,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = host_info()
     cleanup = Cleanup()
     t = time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
     with log_directory(args.log_dir) as log_dir:
         try:
-            result = commands[args.cmd](args, cleanup, log_dir)
+            for cmd, cmd_args in runs.items():
+                results[cmd] = commands[cmd](cmd_args, cleanup, log_dir)
         except KeyboardInterrupt:
             log("interrupted: every VM and child pytest is being shut down")
             return 130
@@ -661,7 +738,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"load average {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f}, "
           f"run took {info['runtime_s']:.0f} s")  # fmt: skip
     if args.json:
-        doc = {"info": info, "args": {k: str(v) for k, v in vars(args).items()}, **result}
+        if args.cmd:  # one subcommand: its parts at the top level, as always
+            doc = {"info": info, "args": {**strings(args), **strings(runs[args.cmd])}, **results[args.cmd]}
+        else:  # --smoke of all four: one key each
+            doc = {"info": info, "args": strings(args)}
+            doc.update({cmd: {"args": strings(runs[cmd]), **results[cmd]} for cmd in runs})
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         log(f"wrote {args.json}")

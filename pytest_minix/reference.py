@@ -36,7 +36,9 @@ from pytest_minix.errors import BuildError
 from pytest_minix.initramfs import CpioWriter
 
 #: Bump when the build recipe changes, so caches made by older recipes are rebuilt.
-BUILDER_VERSION = "1"
+#: (Changes to the files in vm/reference need no bump: their hash is part of the key.)
+#: 2: /etc/shadow installed (root's empty password moved there from /etc/passwd).
+BUILDER_VERSION = "2"
 ARCHES = ("i386", "arm")
 DISK_SIZE = "16M"
 # A fixed filesystem UUID keeps the disk image stable across rebuilds.
@@ -355,8 +357,12 @@ def _make_initrd(spec: ArchSpec, busybox: Path, data: Path, modules: list[Module
         for applet in applets:
             cpio.add_symlink(f"{d}/{applet}", "/bin/busybox")
     cpio.add_file("init", (data / "init").read_bytes(), 0o755)
-    for name in ("passwd", "group", "hostname", "profile", "inittab.in"):
-        cpio.add_file(f"etc/{name}", (data / name).read_bytes(), 0o644)
+    # root's empty password lives in shadow, not in passwd: busybox 1.35's getpwuid() (its own
+    # passwd parser, in the static build) misses every entry whose password field is empty, so
+    # "root::0:0:..." made `whoami` print "unknown uid 0". login still asks for no password.
+    for name, mode in (("passwd", 0o644), ("shadow", 0o600), ("group", 0o644), ("hostname", 0o644),
+                       ("profile", 0o644), ("inittab.in", 0o644)):  # fmt: skip
+        cpio.add_file(f"etc/{name}", (data / name).read_bytes(), mode)
     cpio.add_file("etc/reference-arch", f"{spec.arch}\n".encode())
     dep_lines = []
     by_name = {m.name: m for m in modules}
@@ -463,6 +469,9 @@ def _build(spec: ArchSpec, log: LogFn) -> ReferenceArtifacts:
     out.mkdir(parents=True)
     try:
         data = data_dir()
+        # Hashed before any input is read: files edited during the build then mean a rebuild
+        # next time, never a guest built from the old files under the new files' key.
+        inputs_sha256 = _inputs_digest(data)
         apt = _apt(log)
         apt.update()
         kernel_pkg = apt.resolve(spec.kernel_meta, spec.debian_arch, spec.kernel_pattern)
@@ -520,7 +529,7 @@ def _build(spec: ArchSpec, log: LogFn) -> ReferenceArtifacts:
             "packages": packages,
             "modules": [m.relpath for m in modules],
             "artifacts": artifacts,
-            "inputs_sha256": _inputs_digest(data),
+            "inputs_sha256": inputs_sha256,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.monotonic() - start, 2),
         }
