@@ -28,8 +28,26 @@ from pytest_minix.errors import ImageError
 BOOT_DIR = "/boot/minix_default"
 MODULE_RE = re.compile(r"^mod(\d\d)_[A-Za-z0-9_]+$")
 
+_RR_VERSIONS = ("1.09", "1.10", "1.12")
+
+
+class _MixedRockRidgePyCdlib(pycdlib.PyCdlib):  # type: ignore[misc]
+    """pycdlib that also reads CDs whose Rock Ridge records carry more than one version.
+
+    NetBSD's makefs (``nbmakefs -t cd9660 -o rockridge``, which builds MINIX's release CD
+    in releasetools/x86_cdimage.sh) writes records pycdlib takes for both 1.09 and 1.12;
+    pycdlib 1.22 refuses such an image ("Inconsistent Rock Ridge versions"), although
+    every name and file on it reads fine. Observed on a CD made that way from the MINIX
+    3.4 source. The harness only reads, so the highest version seen is kept instead.
+    """
+
+    def _set_rock_ridge(self, rr: str) -> None:
+        if rr in _RR_VERSIONS and (not self.rock_ridge or _RR_VERSIONS.index(rr) > _RR_VERSIONS.index(self.rock_ridge)):
+            self.rock_ridge = rr
+
+
 # pycdlib's functions are unannotated; going through Any keeps mypy --strict quiet about untyped calls.
-_PyCdlib: Any = pycdlib.PyCdlib
+_PyCdlib: Any = _MixedRockRidgePyCdlib
 
 _SECTOR = 2048
 _VD_START = 16 * _SECTOR  # ECMA-119: the volume descriptor set starts at sector 16

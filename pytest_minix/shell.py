@@ -23,6 +23,9 @@ from .errors import CommandTimeout, VMError
 from .profiles import GuestProfile
 
 PS1 = "[pm-ok]# "
+# A command staged in a file and sourced, when it cannot be typed as it is (see Shell.run).
+CMD_FILE = "/tmp/.pytest-minix.cmd"
+DATA_FILE = "/tmp/.pytest-minix.put"  # a file put() under a name that cannot be typed is written here first
 # Typed as two quoted halves so that the echo of the setup line cannot match the prompt.
 PS1_TYPED = "'[pm''-ok]# '"
 ERR_FILE = "/tmp/.pytest-minix.err"
@@ -95,6 +98,7 @@ class Shell:
         self._alive = alive
         self._ids = itertools.count(1)
         self.broken: str | None = None
+        self._staged: str | None = None  # the command CMD_FILE holds
         # Both MINIX (255) and Linux limit a canonical input line: keep under the smaller.
         self.line_max = line_max
         self._noise = profile.noise_patterns
@@ -126,6 +130,35 @@ class Shell:
             f"[ -s {ERR_FILE} ] && {{ printf '\\036E{n}\\n'; cat {ERR_FILE}; }}; printf '\\036Z{n}\\n'\n"
         )
 
+    # Bytes a terminal's line discipline acts on instead of passing them (intr, quit, erase, kill,
+    # eof, susp, CR, and the rest of the C0 set): such a command is staged, never typed.
+    _TTY_SPECIAL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+    def _typeable(self, frame: str) -> bool:
+        """Whether ``frame`` reaches the shell unchanged when typed: no line too long, no special byte.
+
+        A canonical-mode tty holds one line of at most about 255 bytes on MINIX (longer
+        lines are lost and the command never starts); control bytes would be acted on.
+        """
+        if self._TTY_SPECIAL.search(frame):
+            return False
+        return all(len(line.encode()) < self.profile.input_max for line in frame.split("\n"))
+
+    def _stage(self, cmd: str, timeout: float) -> str:
+        """Write ``cmd`` to CMD_FILE in the guest; return the command that sources it in this shell.
+
+        The same command staged again (a probe in a loop) reuses the file already there.
+        """
+        if self._staged != cmd:
+            self._staged = None
+            self._write_file(cmd.encode() + b"\n", CMD_FILE, timeout)
+            self._staged = cmd
+        return f". {CMD_FILE}"
+
+    def forget_guest_state(self) -> None:
+        """The guest's files changed under the shell (a snapshot was restored): stage anew."""
+        self._staged = None
+
     def _clean(self, text: str) -> str:
         text = text.replace("\r\n", "\n")
         if self._noise and text:
@@ -142,8 +175,10 @@ class Shell:
         """
         if self.broken:
             raise VMError(f"The shell is unusable ({self.broken}); the VM must be rebooted.", self.console.log_path)
-        n = next(self._ids)
         start = time.monotonic()
+        if not self._typeable(self._frame(cmd, 0, tty_stdin)):
+            cmd = self._stage(cmd, timeout)
+        n = next(self._ids)
         self.console.write(self._frame(cmd, n, tty_stdin))
         try:
             self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", alive=self._alive_reason)
@@ -243,7 +278,20 @@ class Shell:
     def put(self, local: Path | str, remote: str, timeout: float = 120.0) -> None:
         """Copy a host file into the guest (printf octal escapes), verified by checksum."""
         data = Path(local).read_bytes()
+        self._write_file(data, remote, timeout)
+        self._verify(data, remote, timeout)
+
+    def _write_file(self, data: bytes, remote: str, timeout: float) -> None:
+        """Create ``remote`` holding ``data``, typed as printf octal escapes in lines the tty accepts.
+
+        A name that could not be typed itself (control bytes, very long) is written under a
+        fixed name first and renamed by a staged ``mv``; the fixed names never need staging.
+        """
         q = shlex.quote(remote)
+        if len(q) > 64 or not self._typeable(q):
+            self._write_file(data, DATA_FILE, timeout)
+            self.run(f"mv -f {DATA_FILE} {q}", timeout).check()
+            return
         self.run(f": > {q}", timeout).check()
         per_line = max(1, (min(self.line_max, self.profile.input_max - 120) - len(q) - 20) // 4)
         lines = [
@@ -262,7 +310,6 @@ class Shell:
             if line is not None:
                 batch.append(line)
                 size += len(line) + 1
-        self._verify(data, remote, timeout)
 
     def get(self, remote: str, local: Path | str, timeout: float = 120.0) -> bytes:
         """Copy a guest file to the host (od hex dump), verified by checksum."""

@@ -56,8 +56,12 @@ HOST_PLUGIN_NAME = "minix_testinfra_host"
 PROCESS_FIELDS = ("pid", "ppid", "comm", "args", "state")
 
 # One record per process: "@<pid>", the stat (Linux) or psinfo (MINIX) line, then the
-# NUL-separated cmdline as one line. Short: MINIX's tty queue holds ~250 characters.
-_PROC_LOOP = "cat $d/stat $d/psinfo $d/cmdline 2>/dev/null | tr '\\000' ' '; echo"
+# NUL-separated cmdline as one line; on MINIX a "ppid N" line from ps(1), because MINIX
+# 3.4's psinfo has no parent (minix/fs/procfs/pid.c). Short: MINIX's tty queue holds ~250 characters.
+_PROC_LOOP = (
+    "cat $d/stat $d/psinfo $d/cmdline 2>/dev/null | tr '\\000' ' '; echo; "
+    "if [ -f $d/psinfo ]; then echo ppid $(ps -o ppid= -p ${d#/proc/}); fi"
+)
 PROC_ALL = f'for d in /proc/[0-9]*; do echo "@${{d#/proc/}}"; {_PROC_LOOP}; done'
 PROC_ONE = f'd=/proc/%s; [ -d $d ] && echo "@${{d#/proc/}}" && {{ {_PROC_LOOP}; }}'
 
@@ -148,7 +152,8 @@ class LinuxGuestFile(_ExactContent, GNUFile):  # type: ignore[misc]
         name: str = self.check_output(f"stat -Lc %%{fmt} %s", self.path)
         if name != "UNKNOWN":
             return name
-        # Static busybox cannot resolve some ids (getpwuid fails even for root here).
+        # busybox's own getpwuid() (static builds up to 1.35) misses entries with an empty password
+        # field, as in "root::0:0:..."; the reference guest avoids that, other guests may not.
         ident = self.check_output(f"stat -Lc %%{id_fmt} %s", self.path)
         found: str = self.check_output("awk -F: -v i=%s '$3 == i { print $1; exit }' %s", ident, db)
         return found or name
@@ -248,6 +253,9 @@ def _parse_proc_record(pid: int, lines: list[str]) -> dict[str, Any] | None:
     """One process from its stat/psinfo line and cmdline; None if it vanished meanwhile."""
     if not lines or not lines[0].strip():
         return None
+    ppid_line = re.fullmatch(r"ppid (-?\d+)", lines[-1].strip()) if len(lines) > 1 else None
+    if ppid_line:
+        lines = lines[:-1]
     head, args = lines[0], " ".join(lines[1:]).strip()
     # Linux: "pid (comm) state ppid ...", comm may hold spaces and parentheses: match to the last ")".
     m = re.fullmatch(r"(\d+) \((.*)\) (\S) (-?\d+)(.*)", head)
@@ -256,13 +264,13 @@ def _parse_proc_record(pid: int, lines: list[str]) -> dict[str, Any] | None:
         rest = m.group(5).split()
         lstart = rest[17] if len(rest) > 17 else ""  # field 22: start time in ticks
     else:
-        # MINIX psinfo: version type endpoint name state ...; ppid is field 15 for
-        # non-task processes (minix/fs/procfs/pid.c pid_psinfo()).
+        # MINIX psinfo: version type endpoint name state ... (minix/fs/procfs/pid.c pid_psinfo());
+        # the parent comes from ps on the record's own line.
         f = head.split()
         if len(f) < 5 or not f[0].isdigit() or f[1] not in ("T", "S", "U"):
             return None
         comm, state, lstart = f[3], f[4], f[2]  # the endpoint changes when a slot is reused
-        ppid = int(f[15]) if f[1] != "T" and len(f) > 15 else 0
+        ppid = int(ppid_line.group(1)) if ppid_line else 0
     return {"pid": pid, "ppid": ppid, "comm": comm, "args": args or f"[{comm}]", "state": state, "lstart": lstart}
 
 

@@ -204,6 +204,7 @@ class VM:
         # Whatever the console held belongs to the abandoned state; the guest's shell is back at
         # the prompt it printed before the snapshot, so a marker command resyncs both sides.
         self.console.discard()
+        self.shell.forget_guest_state()
         self.shell.broken = None
         self._broken = None
         r = self.shell.run(":", timeout=30)
