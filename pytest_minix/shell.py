@@ -29,6 +29,20 @@ DATA_FILE = "/tmp/.pytest-minix.put"  # a file put() under a name that cannot be
 # Typed as two quoted halves so that the echo of the setup line cannot match the prompt.
 PS1_TYPED = "'[pm''-ok]# '"
 ERR_FILE = "/tmp/.pytest-minix.err"
+# The frame's markers as shell functions, typed once at login: a command then types about
+# 40 bytes of frame instead of about 200. MEASURED on MINIX (benchmarks/harness_overhead.py):
+# its serial driver takes one interrupt per typed byte, so typing was ~80 % of run("true").
+FUNCTIONS = (
+    "_pmS(){ printf '\\036S%s\\n' \"$1\"; }; "
+    "_pmR(){ _pms=$?; printf '\\036R%s %d\\n' \"$1\" $_pms; "
+    f"[ -s {ERR_FILE} ] && {{ printf '\\036E%s\\n' \"$1\"; cat {ERR_FILE}; }}; printf '\\036Z%s\\n' \"$1\"; }}; "
+    f"_pmE={ERR_FILE}"
+)
+
+
+def setup_lines(profile: GuestProfile) -> list[str]:
+    """What the harness types after login, one line each: the profile's setup with the prompt, then the functions."""
+    return [f"{profile.shell_setup}; PS1={PS1_TYPED}; PS2=''", FUNCTIONS]
 
 
 @dataclass(frozen=True)
@@ -118,17 +132,17 @@ class Shell:
             lg.shell_prompt, timeout, what="the shell prompt after login", alive=self._alive_reason,
             fail_on=[lg.prompt],
         )  # fmt: skip
-        self.console.write(f"{self.profile.shell_setup}; PS1={PS1_TYPED}; PS2=''\r")
+        setup, functions = setup_lines(self.profile)
+        self.console.write(setup + "\r")
         m = self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", alive=self._alive_reason)
+        self.console.write(functions + "\r")
+        self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", alive=self._alive_reason)
         return m.t
 
     # -- commands ---------------------------------------------------------
     def _frame(self, cmd: str, n: int, tty_stdin: bool = False) -> str:
         stdin = "" if tty_stdin else " </dev/null"
-        return (
-            f"printf '\\036S{n}\\n'; {{ {cmd}\n}} 2>{ERR_FILE}{stdin}; printf '\\036R{n} %d\\n' $?; "
-            f"[ -s {ERR_FILE} ] && {{ printf '\\036E{n}\\n'; cat {ERR_FILE}; }}; printf '\\036Z{n}\\n'\n"
-        )
+        return f"_pmS {n};{{ {cmd}\n}} 2>$_pmE{stdin};_pmR {n}\n"
 
     # Bytes a terminal's line discipline acts on instead of passing them (intr, quit, erase, kill,
     # eof, susp, CR, and the rest of the C0 set): such a command is staged, never typed.
