@@ -7,8 +7,9 @@ import os
 import pytest
 
 from pytest_minix import VM
+from pytest_minix.errors import BootStalled, BootTimeout, GuestPanic
 from pytest_minix.metrics import METRICS, MetricContext
-from pytest_minix.metrics_memory import meminfo_free_mib, parse_meminfo, qemu_faults
+from pytest_minix.metrics_memory import meminfo_free_mib, parse_meminfo, qemu_faults, trial_outcome
 
 # Captured from the reference guest (i386, -m 256) with `cat /proc/meminfo`, first lines.
 LINUX_MEMINFO = "MemTotal:         243584 kB\nMemFree:          226668 kB\nMemAvailable:     223824 kB\n"
@@ -68,3 +69,16 @@ def test_elf_text_size_on_a_real_elf_and_a_bzimage(tmp_path) -> None:
 def test_kernel_text_on_the_reference_guest_says_why_not(vm_pool) -> None:
     m = METRICS["mem.kernel_text"].measure(MetricContext(vm_pool, vm_pool.config.arches[0]))
     assert m.unmeasurable is not None and "no ELF section headers" in m.unmeasurable
+
+
+def test_min_ram_trials_say_what_happened() -> None:
+    """Each outcome from the console text MINIX printed (starved boots OBSERVED at 16 and 19 MiB)."""
+    starved = "MINIX 3.4.0. Copyright 2016\nRoot device name is /dev/c0d0p0\nanon_pagefault: out of memory\n"
+    stalled = BootStalled("stopped printing before its login prompt: nothing for 30 s")
+    assert trial_outcome(stalled, starved, False) == ("out of memory", "anon_pagefault: out of memory")
+    assert trial_outcome(stalled, "MINIX 3.4.0.\nMultiuser startup in progress ...\n", False)[0] == "stalled"
+    assert trial_outcome(BootTimeout("printed nothing"), "", False)[0] == "nothing printed"
+    assert trial_outcome(GuestPanic("kernel panic: "), "kernel panic: no memory\n", False)[0] == "panic"
+    assert trial_outcome(None, "login: \n", True) == ("clean", "")
+    assert trial_outcome(None, starved + "login: \n", True)[0] == "degraded"
+    assert trial_outcome(None, "login: \n", False)[0] == "degraded"

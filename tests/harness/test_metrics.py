@@ -12,6 +12,7 @@ from pytest_minix.claims import load_claims
 from pytest_minix.layout import decode_boot_image
 from pytest_minix.measurement import Conditions, Measurement
 from pytest_minix.metrics import METRICS, MetricContext, count_boot_image_processes, meminfo_total_mib, metric_units
+from pytest_minix.metrics_minix import PROBE, device_state
 from pytest_minix.paths import claims_dir
 from pytest_minix.pool import HarnessConfig, VMPool
 from pytest_minix.verdict import decide
@@ -132,6 +133,14 @@ Process exited normally with code 0
 """
     calls = parse_trace(text)
     assert calls == {"minix_getinfo": 1, "getuid": 1, "write": 2, "read": 1, "fork": 2, "waitpid": 1, "exit": 1}
+
+
+def test_driver_restart_probe_states() -> None:
+    assert device_state("read 16\n") == "works"
+    assert device_state("blocked\n") == "blocked"
+    assert device_state("read 0\n") == "fails (read 0)"  # OBSERVED after `minix-service fi random`
+    assert device_state("") == "fails (no output)"
+    assert len(PROBE) > 200  # longer than MINIX's tty line once framed: the shell stages it (live-tested)
 
 
 def test_minix_only_metrics_say_why_on_other_guests(tmp_path) -> None:
