@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 import threading
 import warnings
@@ -16,6 +15,7 @@ from filelock import FileLock
 from .errors import ConfigError
 from .paths import cache_root
 from .profiles import ArchConfig
+from .qemu_binary import qemu_version
 
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -57,15 +57,6 @@ def kvm_probe(qemu: str) -> str | None:
     return None
 
 
-def _qemu_version(qemu: str) -> str:
-    try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    m = re.search(r"version (\S+)", out)
-    return m.group(1) if m else "unknown"
-
-
 class KvmMemory:
     """KVM failures remembered across sessions, per host kernel, QEMU binary and version, and arch.
 
@@ -80,7 +71,8 @@ class KvmMemory:
 
     @staticmethod
     def key(qemu: str, arch: str) -> str:
-        return f"{platform.node()}|{platform.release()}|{os.path.realpath(qemu)}|{_qemu_version(qemu)}|{arch}"
+        version = qemu_version(qemu) or "unknown"
+        return f"{platform.node()}|{platform.release()}|{os.path.realpath(qemu)}|{version}|{arch}"
 
     def _load(self) -> dict[str, str]:
         try:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from .measurement import Measurement
-from .metrics import harness_version, qemu_version
+from .metrics import harness_version
+from .qemu_binary import qemu_version
 
 
 def replay(benchmark: Any, samples: Sequence[float], extra: dict[str, Any] | None = None) -> None:

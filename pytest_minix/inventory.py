@@ -9,9 +9,9 @@ from typing import Any
 
 from .accel import kvm_static_reason
 from .errors import HarnessError
-from .machine import find_qemu, qemu_machines
 from .paths import cache_root
 from .profiles import available_guests, load_profile
+from .qemu_binary import find_qemu, qemu_machines
 
 
 def _media_state(guest: str, arch: str, images: list[dict[str, Any]]) -> str:

@@ -8,7 +8,6 @@ private state directory.
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from .accel import KVM_FAILURE_SIGNS
 from .console import Console
 from .errors import ConfigError, QemuNotFound, VMError
 from .profiles import ArchConfig
+from .qemu_binary import find_qemu
 from .qmp import QMP
 from .runtime import Runtime
 from .statedir import StateDir
@@ -43,57 +43,6 @@ class MachineSpec:
     # SeaBIOS's debug console (I/O port 0x402) on its own socket: its "Booting from ROM"
     # line marks the end of the firmware stage in the boot timeline (x86 only).
     debugcon: bool = True
-
-
-def find_qemu(binary: str, arch: str) -> str:
-    """Resolve a QEMU binary name or path, or say which package provides it."""
-    path = shutil.which(binary)
-    if path is None:
-        pkg = "qemu-system-x86" if arch == "i386" else "qemu-system-arm"
-        raise QemuNotFound(
-            f"QEMU for {arch} ({binary}) was not found on PATH. Install it with "
-            f"`sudo apt-get install {pkg} qemu-utils`, or pass its path with --qemu-{arch}."
-        )
-    return path
-
-
-_machines: dict[str, frozenset[str]] = {}
-_devices: dict[str, frozenset[str]] = {}
-
-
-def qemu_machines(qemu: str) -> frozenset[str]:
-    """Machine types this QEMU binary offers (``-machine help``), cached per binary."""
-    if qemu not in _machines:
-        try:
-            out = subprocess.run([qemu, "-machine", "help"], capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise QemuNotFound(f"{qemu} -machine help failed ({exc}); is this a working QEMU binary?") from None
-        names = {ln.split()[0] for ln in out.stdout.splitlines()[1:] if ln.strip() and not ln.startswith(" ")}
-        _machines[qemu] = frozenset(names)
-    return _machines[qemu]
-
-
-def qemu_devices(qemu: str) -> frozenset[str]:
-    """Device models this QEMU binary offers (``-device help``), cached per binary."""
-    if qemu not in _devices:
-        try:
-            out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise QemuNotFound(f"{qemu} -device help failed ({exc}); is this a working QEMU binary?") from None
-        _devices[qemu] = frozenset(re.findall(r'^name "([^"]+)"', out.stdout, re.MULTILINE))
-    return _devices[qemu]
-
-
-def check_devices(qemu: str, devices: tuple[str, ...], guest: str) -> None:
-    """Refuse a QEMU binary that lacks a device model the guest needs, naming the package."""
-    have = qemu_devices(qemu)
-    missing = [d for d in devices if d.split(",")[0] not in have]
-    if missing:
-        raise ConfigError(
-            f"The {guest} guest needs the QEMU device(s) {', '.join(missing)}, which {qemu} does not offer "
-            f"(`{qemu} -device help` does not list them). Install Debian's full qemu-system-x86 / qemu-system-arm "
-            f"(not a reduced build), or pass another binary with --qemu-i386 / --qemu-arm."
-        )
 
 
 def make_image(path: Path, size: str) -> None:

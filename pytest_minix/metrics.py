@@ -10,9 +10,7 @@ that cannot be taken on this guest, arch or accelerator returns a Measurement wi
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from typing import Literal
 from .console import Line
 from .measurement import Conditions, Measurement
 from .pool import VMOptions, VMPool
+from .qemu_binary import qemu_version
 from .timeline import Timeline
 from .vm import VM
 
@@ -62,16 +61,6 @@ def metric_units() -> dict[str, str]:
 
 
 # -- conditions -------------------------------------------------------------------------------
-@functools.cache
-def qemu_version(binary: str) -> str:
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    m = re.search(r"version (\S+)", out)
-    return m.group(1) if m else ""
-
-
 def harness_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

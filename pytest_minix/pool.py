@@ -13,10 +13,11 @@ from pathlib import Path
 from .accel import KVM_FAILURE_SIGNS, AccelChooser, KvmMemory
 from .console import Line
 from .errors import ConfigError, GuestUnavailable, HarnessError, VMError
-from .machine import Machine, MachineSpec, check_devices, find_qemu, qemu_machines
+from .machine import Machine, MachineSpec
 from .media import BootMedia
 from .minix import MinixSource
 from .profiles import GuestProfile, load_profile
+from .qemu_binary import check_devices, find_qemu, qemu_machines
 from .statedir import StateDir
 from .vm import VM
 
