@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pytest_minix import VM, CommandTimeout
-from pytest_minix.errors import VMError
+from pytest_minix.errors import GuestPanic, VMError
 from pytest_minix.media import BootMedia
 from pytest_minix.plugin import need_media
 from pytest_minix.pool import VMOptions, VMPool
@@ -376,3 +376,17 @@ def test_crashed_driver_is_reported_as_noise_and_the_shell_goes_on(faults: Fault
     assert vm.broken is None
     assert vm.shell.run("echo still-here").stdout == "still-here\n"
     assert faults.shared() is vm
+
+
+def test_core_server_crash_is_reported_at_once(faults: Faults) -> None:
+    """A core server RS cannot restart (PM): RS exits and the system is dead; the harness says so at once."""
+    if faults.guest != "minix":
+        pytest.skip("MINIX's reincarnation server and core servers exist on MINIX only")
+    vm = faults.shared()
+    start = time.monotonic()
+    with pytest.raises(GuestPanic, match="core system service died: service 'pm'") as exc:
+        vm.shell.run("minix-service fi pm; sleep 30", timeout=120)
+    assert time.monotonic() - start < 20
+    assert str(vm.log_path) in str(exc.value)
+    assert vm.broken
+    _replaced(faults, vm)
