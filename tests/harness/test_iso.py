@@ -504,3 +504,20 @@ def test_image_kind_missing_or_directory(tmp_path: Path) -> None:
         image_kind(tmp_path / "gone.img")
     with pytest.raises(ImageError, match=r"is a directory, not an image file"):
         image_kind(tmp_path)
+
+
+def test_rock_ridge_records_of_two_versions_are_read_like_makefs_cds() -> None:
+    """NetBSD makefs (the MINIX release CD's tool) mixes 1.09 and 1.12 records; stock pycdlib refuses that."""
+    import pycdlib
+    from pycdlib.pycdlibexception import PyCdlibInvalidISO
+
+    from pytest_minix.iso import _MixedRockRidgePyCdlib
+
+    stock = pycdlib.PyCdlib()
+    stock._set_rock_ridge("1.12")
+    with pytest.raises(PyCdlibInvalidISO, match="Inconsistent Rock Ridge versions"):
+        stock._set_rock_ridge("1.09")  # what `iso.open()` did on a CD made like the release CD
+    mixed = _MixedRockRidgePyCdlib()
+    for version in ("1.09", "1.12", "1.09", "", "1.10"):
+        mixed._set_rock_ridge(version)
+    assert mixed.rock_ridge == "1.12"  # the highest version seen; reading goes on
