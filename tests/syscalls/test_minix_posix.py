@@ -51,6 +51,9 @@ def test_posix(guest: VM, posix_test: str, posix_suite_listing: dict[str, set[st
     timeout = float(pytestconfig.getini("minix_posix_timeout") or 600)
     # As MINIX expects: from the terminal (test 3 checks that stdin is a tty), in the suite directory.
     r = guest.shell.run(f"cd {SUITE} && ./run -T -t {posix_test}; cd /", timeout=timeout, tty_stdin=True)
+    if "No test binaries found" in r.stdout:
+        # OBSERVED for test 63 on a build without shared libraries (MKPIC=no): listed, not built.
+        pytest.skip(f"test {posix_test} is listed but not built in this image: ./run says {r.stdout.strip()!r}")
     result = parse_tap(r.stdout)
     outcome = result.outcomes.get(posix_test)
     assert outcome is not None, f"no TAP line for test {posix_test} in:\n{r.stdout[-2000:]}"
