@@ -21,7 +21,7 @@ from pytest_minix.console import Console, Line
 from pytest_minix.errors import GuestPanic
 from pytest_minix.paths import vm_dir
 from pytest_minix.profiles import GuestProfile, load_profile, parse_profile
-from pytest_minix.shell import PS1, Shell
+from pytest_minix.shell import FUNCTIONS, PS1, Shell
 from pytest_minix.timeline import Timeline
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "minix"
@@ -315,8 +315,10 @@ def test_shell_login_against_replayed_minix(replay: Replayer, profile: GuestProf
     boot, rest = split_after(transcript("boot-login-commands"), b"login: ")
     after_login, _ = split_after(rest, b"minix# ")
     steps: list[Step] = [*boot, Await(rb"root\r"), *after_login,
-                         # The setup line, echoed (echo is on until its stty runs), then the new PS1.
-                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(after_login[-1].t, PS1.encode())]  # fmt: skip
+                         # The setup line, echoed (echo is on until its stty runs), then the new PS1;
+                         # then the frame functions (echo now off) and the prompt again.
+                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(after_login[-1].t, PS1.encode()),
+                         Await(rb"_pmS\(\)[^\r]*\r"), Send(0.0, PS1.encode())]  # fmt: skip
     con, peer = replay(steps, 0.01)
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     t = Shell(con, profile).login(timeout=10)
@@ -324,8 +326,9 @@ def test_shell_login_against_replayed_minix(replay: Replayer, profile: GuestProf
     assert t >= 0
     typed = peer.received.decode()
     assert typed.startswith("root\r")
-    setup = typed[len("root\r") :]
-    assert setup.startswith(profile.shell_setup + ";") and "PS1='[pm''-ok]# '" in setup and setup.endswith("\r")
+    setup, functions, _ = typed[len("root\r") :].split("\r")
+    assert setup.startswith(profile.shell_setup + ";") and "PS1='[pm''-ok]# '" in setup
+    assert functions == FUNCTIONS
     assert con.tail(1).endswith(PS1)
 
 
@@ -348,7 +351,8 @@ def test_login_survives_system_output_interleaved_with_it(replay: Replayer, prof
     noise = Send(after_login[0].t, b"\r\ne1000(-3): panic: Crash!\r\n")
     motd, prompt = after_login[:-1], after_login[-1]
     steps: list[Step] = [*boot, noise, Await(rb"root\r"), *motd, noise, prompt,
-                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(prompt.t, PS1.encode())]  # fmt: skip
+                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(prompt.t, PS1.encode()),
+                         Await(rb"_pmS\(\)[^\r]*\r"), Send(prompt.t, PS1.encode())]  # fmt: skip
     con, peer = replay(steps, 0.0)
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     Shell(con, profile).login(timeout=10)
