@@ -150,6 +150,21 @@ def _checksum(path: Path, tool: Any) -> str:
     return str(tool)
 
 
+def _devices(path: Path, arch: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, str) and d for d in value):
+        raise ConfigError(
+            f"{path}: arch.{arch}.devices must be a list of QEMU -device values, "
+            f'e.g. devices = ["VGA"]; got {value!r}.'
+        )
+    return tuple(value)
+
+
+def _seconds(path: Path, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{path}: {key} must be a positive number of seconds, e.g. {key} = 120.0; got {value!r}.")
+    return float(value)
+
+
 def parse_profile(path: Path) -> GuestProfile:
     """Parse one profile file, with errors that name the file and the key."""
     try:
@@ -187,7 +202,7 @@ def parse_profile(path: Path) -> GuestProfile:
             kvm_capable_hosts=tuple(conf.get("kvm_capable_hosts", ())),
             nic=conf.get("nic", "virtio-net-pci"),
             machine_hint=conf.get("machine_hint", ""),
-            devices=tuple(conf.get("devices", ())),
+            devices=_devices(path, arch, conf.get("devices", [])),
             variants=dict(variants),
         )
     return GuestProfile(
@@ -216,5 +231,7 @@ def parse_profile(path: Path) -> GuestProfile:
         ),
         arches=arches,
         source=path,
-        boot_stall_timeout=float(data["boot_stall_timeout"]) if "boot_stall_timeout" in data else None,
+        boot_stall_timeout=(
+            _seconds(path, "boot_stall_timeout", data["boot_stall_timeout"]) if "boot_stall_timeout" in data else None
+        ),
     )

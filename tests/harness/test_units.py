@@ -50,6 +50,16 @@ def test_malformed_profile_names_file_and_key(tmp_path: Path) -> None:
     bad.write_text('name="b"\n[login]\nprompt="("\nuser="r"\nshell_prompt="#"\n[arch.i386]\nqemu="q"\nmachine="pc"\n')
     with pytest.raises(ConfigError, match=r"login\.prompt is not a valid regex"):
         parse_profile(bad)
+    good = 'name="b"\n[login]\nprompt="x"\nuser="r"\nshell_prompt="#"\n[arch.i386]\nqemu="q"\nmachine="pc"\n'
+    bad.write_text(good + 'devices = "VGA"\n')  # a string, not a list: would become ["V", "G", "A"]
+    with pytest.raises(ConfigError, match=r'arch\.i386\.devices must be a list .*devices = \["VGA"\]'):
+        parse_profile(bad)
+    bad.write_text('boot_stall_timeout = "soon"\n' + good)
+    with pytest.raises(ConfigError, match=r"boot_stall_timeout must be a positive number of seconds"):
+        parse_profile(bad)
+    bad.write_text("boot_stall_timeout = 30\n" + good + 'devices = ["VGA"]\n')
+    p = parse_profile(bad)
+    assert (p.boot_stall_timeout, p.arch("i386").devices) == (30.0, ("VGA",))
 
 
 def test_timeline_first_match_per_marker_in_time_order() -> None:
