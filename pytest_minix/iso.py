@@ -476,7 +476,13 @@ def extract_boot(iso: Path, dest: Path) -> BootSet:
         done = _complete(dest, stamp)
         if done is not None:  # another process (an xdist worker) finished the same job meanwhile
             return done
-        if dest.exists():  # a stale extraction of another ISO: swap it out, then delete it
+        if dest.exists():
+            # Renamed into place by another worker since the check above? Then it is ours, complete:
+            # never take it for stale (deleting it under that worker made it read a half-gone dest).
+            done = _complete(dest, stamp)
+            if done is not None:
+                return done
+            # A stale extraction of another ISO: swap it out, then delete it.
             old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex}")
             os.rename(dest, old)
             shutil.rmtree(old, ignore_errors=True)
