@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pytest_minix.console import Console
+from pytest_minix.qemu.console import Console
 
 
 def run(total: int, read: int) -> dict[str, float]:

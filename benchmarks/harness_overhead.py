@@ -52,19 +52,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_minix import console as console_mod
-from pytest_minix import machine as machine_mod
-from pytest_minix import pool as pool_mod
-from pytest_minix import qmp as qmp_mod
-from pytest_minix import runtime as runtime_mod
-from pytest_minix import shell as shell_mod
-from pytest_minix.machine import Machine, MachineSpec
-from pytest_minix.minix import MinixSource
-from pytest_minix.pool import HarnessConfig, VMPool
+from pytest_minix.guest import pool as pool_mod
+from pytest_minix.guest import shell as shell_mod
+from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.guest.shell import ERR_FILE, FUNCTIONS, PS1, PS1_TYPED
+from pytest_minix.guest.vm import VM
+from pytest_minix.media.minix import MinixSource
 from pytest_minix.profiles import GuestProfile, Marker
-from pytest_minix.shell import ERR_FILE, FUNCTIONS, PS1, PS1_TYPED
-from pytest_minix.statedir import StateDir
-from pytest_minix.vm import VM
+from pytest_minix.qemu import console as console_mod
+from pytest_minix.qemu import machine as machine_mod
+from pytest_minix.qemu import qmp as qmp_mod
+from pytest_minix.qemu import runtime as runtime_mod
+from pytest_minix.qemu.machine import Machine, MachineSpec
+from pytest_minix.qemu.statedir import StateDir
 
 GUESTS = ("reference", "minix")
 LOGIN_PROMPT = re.compile(rb"login: ")

@@ -52,10 +52,10 @@ from typing import Any
 from harness_overhead import host_info as overhead_host_info
 from harness_overhead import percentile
 
-from pytest_minix.machine import find_qemu
-from pytest_minix.pool import HarnessConfig, VMPool
+from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.guest.vm import VM
 from pytest_minix.profiles import load_profile
-from pytest_minix.vm import VM
+from pytest_minix.qemu.machine import find_qemu
 
 GUEST = "reference"
 REPO = Path(__file__).resolve().parent.parent

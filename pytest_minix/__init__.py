@@ -4,8 +4,7 @@ Public API for users' own tests: the ``guest`` and ``vm_pool`` fixtures hand out
 :class:`VM` objects; ``vm.shell.run(cmd)`` returns a :class:`Result`.
 """
 
-from .console import Console, Line, Match
-from .errors import (
+from pytest_minix.errors import (
     BootTimeout,
     CommandTimeout,
     ConfigError,
@@ -15,11 +14,12 @@ from .errors import (
     QemuNotFound,
     VMError,
 )
-from .pool import HarnessConfig, VMOptions, VMPool
-from .profiles import GuestProfile, load_profile
-from .shell import Result, Shell
-from .timeline import Milestone, Phase, Timeline
-from .vm import VM
+from pytest_minix.guest.pool import HarnessConfig, VMOptions, VMPool
+from pytest_minix.guest.shell import Result, Shell
+from pytest_minix.guest.timeline import Milestone, Phase, Timeline
+from pytest_minix.guest.vm import VM
+from pytest_minix.profiles import GuestProfile, load_profile
+from pytest_minix.qemu.console import Console, Line, Match
 
 __version__ = "0.1.0"
 

@@ -11,9 +11,9 @@ import termios
 import tty
 from pathlib import Path
 
-from .errors import GuestUnavailable, HarnessError, ImageError
-from .minix import add_source_options
-from .profiles import ARCHES, available_guests, load_profile
+from pytest_minix.errors import GuestUnavailable, HarnessError, ImageError
+from pytest_minix.media.minix import add_source_options
+from pytest_minix.profiles import ARCHES, available_guests, load_profile
 
 DETACH = b"\x1d"  # Ctrl-], as in telnet and virsh console
 
@@ -27,7 +27,7 @@ def _arches(value: str) -> tuple[str, ...]:
 
 
 def cmd_build_reference(args: argparse.Namespace) -> int:
-    from .reference import build_reference, ensure_reference
+    from pytest_minix.media.reference import build_reference, ensure_reference
 
     for arch in args.arch:
         art = build_reference(arch, force=True) if args.force else ensure_reference(arch)
@@ -44,13 +44,13 @@ def cmd_guests(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .images import ImageStore
+    from pytest_minix.media.images import ImageStore
 
     return ImageStore(progress=None, timeout=getattr(args, "timeout", 30.0), retries=getattr(args, "retries", 3))
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from .releases import load_manifest
+    from pytest_minix.media.releases import load_manifest
 
     store = _store(args)
     manifest = load_manifest()
@@ -76,8 +76,8 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .images import offline_from_env
-    from .releases import load_manifest
+    from pytest_minix.media.images import offline_from_env
+    from pytest_minix.media.releases import load_manifest
 
     rel = load_manifest().get(args.release)
     image = _store(args).fetch(rel, offline=args.offline or offline_from_env(), pin=args.sha256, force=args.force)
@@ -86,8 +86,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .images import ImageStore
-    from .releases import load_manifest
+    from pytest_minix.media.images import ImageStore
+    from pytest_minix.media.releases import load_manifest
 
     try:
         if args.image:
@@ -103,8 +103,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """Boot a guest and join the terminal to its serial console until Ctrl-] or QEMU exits."""
-    from .minix import source_from_args
-    from .pool import HarnessConfig, VMPool
+    from pytest_minix.guest.pool import HarnessConfig, VMPool
+    from pytest_minix.media.minix import source_from_args
 
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
     src = source_from_args(args)
@@ -166,7 +166,7 @@ def cmd_merge_reports(args: argparse.Namespace) -> int:
     """Merge claims reports of several sessions (CI shards, hosts) into one JSON + Markdown report."""
     import json
 
-    from .report import ClaimsReport
+    from pytest_minix.verdicts.report import ClaimsReport
 
     parts = []
     for path in args.reports:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     add_source_options(c)
     c.set_defaults(func=cmd_console)
 
-    from .mcp_server import add_parser as add_mcp_parser
+    from pytest_minix.mcp.server import add_parser as add_mcp_parser
 
     add_mcp_parser(sub)
 

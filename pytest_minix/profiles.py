@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .paths import vm_dir
+from pytest_minix.errors import ConfigError
+from pytest_minix.paths import vm_dir
 
 ARCHES = ("i386", "arm")
 

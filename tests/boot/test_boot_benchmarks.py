@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_minix.benchmarking import measurement_info, replay
+from pytest_minix.plugin.benchmark import measurement_info, replay
 
 PHASES = ["boot.firmware", "boot.kernel_init", "boot.to_login", "boot.to_shell"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from loopback_http import LoopbackHTTPServer
 
-from pytest_minix import statedir
 from pytest_minix.paths import cache_root
+from pytest_minix.qemu import statedir
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pycdlib
 
-from pytest_minix.iso import BOOT_DIR
+from pytest_minix.media.iso import BOOT_DIR
 
 MODULES = (
     "mod01_ds",

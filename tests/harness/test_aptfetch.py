@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix import aptfetch
-from pytest_minix.aptfetch import (
+from pytest_minix.media import aptfetch
+from pytest_minix.media.aptfetch import (
     DEFAULT_MIRROR,
     PrivateApt,
     host_mirror,

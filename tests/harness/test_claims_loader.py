@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_minix.claims import CLAIM_KEYS, REQUIRED_KEYS, Claim, ClaimsError, load_claims, select_claims
 from pytest_minix.errors import ConfigError, HarnessError
-from pytest_minix.units import UNITS, convert, format_value, parse_unit
+from pytest_minix.measure.units import UNITS, convert, format_value, parse_unit
+from pytest_minix.verdicts.claims import CLAIM_KEYS, REQUIRED_KEYS, Claim, ClaimsError, load_claims, select_claims
 
 METRICS = {
     "boot.to_login": "s",

@@ -137,9 +137,9 @@ def test_missing_claims_file_is_a_usage_error(pytester: pytest.Pytester) -> None
 
 
 def test_every_whitepaper_claim_is_loaded_with_provenance() -> None:
-    from pytest_minix.claims import load_claims
-    from pytest_minix.metrics import metric_units
+    from pytest_minix.measure.metrics import metric_units
     from pytest_minix.paths import claims_dir
+    from pytest_minix.verdicts.claims import load_claims
 
     claims = load_claims([claims_dir() / "whitepaper.toml"], metric_units())
     ids = {c.id for c in claims}

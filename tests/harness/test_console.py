@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_minix.console import Console, ConsoleStalled, TextBuffer
 from pytest_minix.errors import GuestPanic, VMError
+from pytest_minix.qemu.console import Console, ConsoleStalled, TextBuffer
 
 
 class FakeSerial:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from loopback_http import LoopbackHTTPServer, Request
 
-from pytest_minix import download as download_mod
-from pytest_minix.download import download
 from pytest_minix.errors import DownloadError, HarnessError
+from pytest_minix.media import download as download_mod
+from pytest_minix.media.download import download
 
 SIZE = 2_000_000
 DATA = random.Random(3).randbytes(SIZE)

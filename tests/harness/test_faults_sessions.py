@@ -25,13 +25,13 @@ import pytest
 from loopback_http import LoopbackHTTPServer
 from minix_layout import MODULES, build_minix_iso
 
-from pytest_minix import statedir
-from pytest_minix.console import ConsoleLogWarning
 from pytest_minix.errors import HarnessError, ImageError
-from pytest_minix.images import ImageStore
-from pytest_minix.minix import MinixSource, check_kernel_machine, elf_machine, minix_media
-from pytest_minix.pool import HarnessConfig, VMPool
-from pytest_minix.releases import Release
+from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.media.images import ImageStore
+from pytest_minix.media.minix import MinixSource, check_kernel_machine, elf_machine, minix_media
+from pytest_minix.media.releases import Release
+from pytest_minix.qemu import statedir
+from pytest_minix.qemu.console import ConsoleLogWarning
 
 # Rows of the fault matrix: repeated by --fault-trials, checked for leftovers (conftest.no_leaks).
 pytestmark = pytest.mark.usefixtures("fault_trial", "no_leaks")

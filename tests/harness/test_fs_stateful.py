@@ -48,7 +48,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from pytest_minix.shell import Result, parse_od, posix_cksum
+from pytest_minix.guest.shell import Result, parse_od, posix_cksum
 
 NAMES = ["a", "b", "c d", "it's", "$x", "-e"]
 MISSING = "no-such-dir"  # never created: its children have no parent

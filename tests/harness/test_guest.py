@@ -12,7 +12,7 @@ import pytest
 
 from pytest_minix import VM, CommandTimeout, GuestPanic
 from pytest_minix.errors import VMError
-from pytest_minix.shell import parse_od
+from pytest_minix.guest.shell import parse_od
 
 
 def test_login_gives_root_shell(guest: VM) -> None:
@@ -186,7 +186,7 @@ def test_put_with_minix_sized_input_buffer(guest: VM, tmp_path: Path) -> None:
     # MINIX's tty queue holds 256 bytes: the same transfer must work in such small batches.
     import dataclasses
 
-    from pytest_minix.shell import Shell
+    from pytest_minix.guest.shell import Shell
 
     small = Shell(guest.console, dataclasses.replace(guest.profile, input_max=250))
     small._ids = guest.shell._ids  # share the marker counter with the VM's shell

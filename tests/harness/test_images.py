@@ -20,8 +20,8 @@ import pytest
 from minix_layout import MODULES, build_minix_iso
 
 from pytest_minix.errors import ConfigError, ImageError
-from pytest_minix.images import ImageStore, ImageUnavailable
-from pytest_minix.releases import Release, load_manifest
+from pytest_minix.media.images import ImageStore, ImageUnavailable
+from pytest_minix.media.releases import Release, load_manifest
 
 FILE = "minix_R9.9.9-test.iso"
 
@@ -280,7 +280,7 @@ def test_shipped_manifest_and_a_users_extra_one(tmp_path, monkeypatch):
 def test_an_interrupted_install_leaves_no_image_taken_as_good(http_server, store, iso_bytes, monkeypatch):
     """A crash between decompressing and verifying must not leave an unverified image under its real
     name: a later (offline) fetch would otherwise record it on trust."""
-    import pytest_minix.images as images_mod
+    import pytest_minix.media.images as images_mod
 
     st, _ = store
     rel = release(http_server.add("/k.iso.bz2", bz2.compress(iso_bytes)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix.initramfs import CpioWriter
+from pytest_minix.media.initramfs import CpioWriter
 
 needs_cpio = pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio not installed (apt-get install cpio)")
 

@@ -20,7 +20,7 @@ from minix_layout import MODULES as MINIX_MODULES
 from minix_layout import build_iso, minix_files
 
 from pytest_minix.errors import HarnessError, ImageError
-from pytest_minix.iso import BootSet, extract_boot, image_kind, read_boot_dir
+from pytest_minix.media.iso import BootSet, extract_boot, image_kind, read_boot_dir
 
 needs_qemu_img = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed (qemu-utils)")
 
@@ -511,7 +511,7 @@ def test_rock_ridge_records_of_two_versions_are_read_like_makefs_cds() -> None:
     import pycdlib
     from pycdlib.pycdlibexception import PyCdlibInvalidISO
 
-    from pytest_minix.iso import _MixedRockRidgePyCdlib
+    from pytest_minix.media.iso import _MixedRockRidgePyCdlib
 
     stock = pycdlib.PyCdlib()
     stock._set_rock_ridge("1.12")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix import metrics_layout
-from pytest_minix.layout import (
+from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.guest.vm import VM
+from pytest_minix.measure import layout as metrics_layout
+from pytest_minix.measure.kernel_image import (
     CR4_PAE,
     CR4_PSE,
     Mapping,
@@ -29,9 +31,7 @@ from pytest_minix.layout import (
     parse_registers,
     user_vectors,
 )
-from pytest_minix.metrics import METRICS, MetricContext
-from pytest_minix.pool import HarnessConfig, VMPool
-from pytest_minix.vm import VM
+from pytest_minix.measure.metrics import METRICS, MetricContext
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
 LAYOUT_METRICS = ["syscall.user_vectors", "syscall.int80_user_gate", "syscall.fast_paths_unused",

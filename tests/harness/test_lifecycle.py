@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix import statedir
+from pytest_minix.qemu import statedir
 
 # Rows of the fault matrix: repeated by --fault-trials, checked for leftovers (conftest.no_leaks).
 pytestmark = pytest.mark.usefixtures("fault_trial", "no_leaks")

@@ -28,7 +28,7 @@ from mcp import Client  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
 
-from pytest_minix.sessions import check_command  # noqa: E402
+from pytest_minix.mcp.sessions import check_command  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -228,7 +228,7 @@ def test_bad_arguments_are_errors_and_the_server_stays_up(tmp_path: Path, arch: 
                 ("shutdown", {"session": "s-nope"}, "No session 's-nope'"),
                 ("no_such_tool", {}, "no_such_tool"),
             ]
-            from pytest_minix.images import ImageStore
+            from pytest_minix.media.images import ImageStore
 
             if not ImageStore().cached():
                 # No MINIX image here and the server is --offline: the harness's one-paragraph reason.
@@ -423,7 +423,7 @@ def test_signalled_server_stops_its_vms(tmp_path: Path, arch: str, sig: signal.S
 
 @pytest.mark.parametrize("bad", ["", "   ", "echo \x00", "a\x1eR1 0", "\x1b[6n", "x\ry"])
 def test_commands_with_control_characters_or_nothing_are_refused(bad: str) -> None:
-    from pytest_minix.sessions import SessionError
+    from pytest_minix.mcp.sessions import SessionError
 
     with pytest.raises(SessionError):
         check_command(bad)

@@ -8,8 +8,8 @@ import pytest
 
 from pytest_minix import VM
 from pytest_minix.errors import BootStalled, BootTimeout, GuestPanic
-from pytest_minix.metrics import METRICS, MetricContext
-from pytest_minix.metrics_memory import meminfo_free_mib, parse_meminfo, qemu_faults, trial_outcome
+from pytest_minix.measure.memory import meminfo_free_mib, parse_meminfo, qemu_faults, trial_outcome
+from pytest_minix.measure.metrics import METRICS, MetricContext
 
 # Captured from the reference guest (i386, -m 256) with `cat /proc/meminfo`, first lines.
 LINUX_MEMINFO = "MemTotal:         243584 kB\nMemFree:          226668 kB\nMemAvailable:     223824 kB\n"
@@ -56,7 +56,7 @@ def test_elf_text_size_on_a_real_elf_and_a_bzimage(tmp_path) -> None:
     import shutil
     from pathlib import Path
 
-    from pytest_minix.metrics_memory import elf_text_size
+    from pytest_minix.measure.memory import elf_text_size
 
     size, sections = elf_text_size(Path(shutil.which("ls") or "/bin/ls"))  # any host ELF executable
     assert ".text" in sections and size >= sections[".text"] > 1000

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix.claims import load_claims
-from pytest_minix.layout import decode_boot_image
-from pytest_minix.measurement import Conditions, Measurement
-from pytest_minix.metrics import METRICS, MetricContext, count_boot_image_processes, meminfo_total_mib, metric_units
-from pytest_minix.metrics_minix import PROBE, device_state
+from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.measure.kernel_image import decode_boot_image
+from pytest_minix.measure.measurement import Conditions, Measurement
+from pytest_minix.measure.metrics import (
+    METRICS,
+    MetricContext,
+    count_boot_image_processes,
+    meminfo_total_mib,
+    metric_units,
+)
+from pytest_minix.measure.minix import PROBE, device_state
 from pytest_minix.paths import claims_dir
-from pytest_minix.pool import HarnessConfig, VMPool
-from pytest_minix.verdict import decide
+from pytest_minix.verdicts.claims import load_claims
+from pytest_minix.verdicts.verdict import decide
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "minix"
 WHITEPAPER = load_claims([claims_dir() / "whitepaper.toml"], metric_units())
@@ -97,7 +103,7 @@ def test_meminfo_formats() -> None:
 def test_progress_redraws_one_line_and_clears_it() -> None:
     import io
 
-    from pytest_minix.progress import Progress
+    from pytest_minix.plugin.progress import Progress
 
     out = io.StringIO()
     p = Progress(out)
@@ -113,7 +119,7 @@ def test_progress_redraws_one_line_and_clears_it() -> None:
 
 def test_trace_output_parsing_from_the_man_page_examples() -> None:
     """Formats from minix/usr.bin/trace/trace.1 (source-derived: trace output was never captured live)."""
-    from pytest_minix.metrics_minix import parse_trace
+    from pytest_minix.measure.minix import parse_trace
 
     text = """Tracing printuid (pid 12685)
 minix_getinfo() = 0
@@ -155,6 +161,6 @@ def test_minix_only_metrics_say_why_on_other_guests(tmp_path) -> None:
 
 
 def test_posix_test_list_matches_the_minix_source_count() -> None:
-    from pytest_minix.posix_suite import POSIX_TESTS
+    from pytest_minix.measure.posix_suite import POSIX_TESTS
 
     assert len(POSIX_TESTS) == 101 and POSIX_TESTS[0] == "1" and POSIX_TESTS[93] == "94" and "rmib" in POSIX_TESTS

@@ -21,11 +21,11 @@ from minix_layout import MODULES, build_minix_iso
 from multiboot_stub import stub_kernel
 
 from pytest_minix.errors import ConfigError
-from pytest_minix.iso import extract_boot
-from pytest_minix.machine import Machine
-from pytest_minix.minix import MinixSource
-from pytest_minix.pool import HarnessConfig, VMPool
+from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.media.iso import extract_boot
+from pytest_minix.media.minix import MinixSource
 from pytest_minix.profiles import load_profile
+from pytest_minix.qemu.machine import Machine
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-system-i386") is None, reason="needs qemu-system-i386")
 
@@ -110,7 +110,7 @@ def test_the_machine_has_every_device_the_guest_profile_needs(tmp_path, stub_iso
 
 
 def test_a_qemu_without_a_needed_device_is_refused_with_the_fix(tmp_path, stub_iso, monkeypatch):
-    from pytest_minix import qemu_binary
+    from pytest_minix.qemu import binary as qemu_binary
 
     # A QEMU built without display adapters (as some reduced builds are): only the debug console.
     monkeypatch.setattr(qemu_binary, "qemu_devices", lambda qemu: frozenset({"isa-debugcon"}))
@@ -189,7 +189,7 @@ def test_kernel_timing_boots_use_cttyline_and_measure_from_the_firmware(tmp_path
     for the stub's first line, everything else (cttyline boot args, SeaBIOS debugcon, timing) is as for MINIX."""
     from dataclasses import replace
 
-    from pytest_minix.metrics import METRICS, MetricContext
+    from pytest_minix.measure.metrics import METRICS, MetricContext
     from pytest_minix.profiles import Marker
 
     pool = pool_for(tmp_path, MinixSource(image=stub_iso))

@@ -22,12 +22,12 @@ import pytest
 
 from pytest_minix import VM
 from pytest_minix.errors import BootStalled, BootTimeout
-from pytest_minix.metrics import METRICS, MetricContext
-from pytest_minix.metrics_memory import trial_outcome
-from pytest_minix.metrics_minix import PROBE, device_state
-from pytest_minix.minix import MinixSource
-from pytest_minix.pool import HarnessConfig, VMOptions, VMPool
-from pytest_minix.shell import parse_od
+from pytest_minix.guest.pool import HarnessConfig, VMOptions, VMPool
+from pytest_minix.guest.shell import parse_od
+from pytest_minix.measure.memory import trial_outcome
+from pytest_minix.measure.metrics import METRICS, MetricContext
+from pytest_minix.measure.minix import PROBE, device_state
+from pytest_minix.media.minix import MinixSource
 
 DISK = os.environ.get("PYTEST_MINIX_LIVE_DISK")
 BOOT_DIR = os.environ.get("PYTEST_MINIX_LIVE_BOOT_DIR")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix.console import Console, Line
 from pytest_minix.errors import GuestPanic
+from pytest_minix.guest.shell import FUNCTIONS, PS1, Shell
+from pytest_minix.guest.timeline import Timeline
 from pytest_minix.paths import vm_dir
 from pytest_minix.profiles import GuestProfile, load_profile, parse_profile
-from pytest_minix.shell import FUNCTIONS, PS1, Shell
-from pytest_minix.timeline import Timeline
+from pytest_minix.qemu.console import Console, Line
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "minix"
 BOOT_MARKERS = ["kernel", "copyright", "root", "multiuser", "services", "daemons"]

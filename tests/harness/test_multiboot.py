@@ -15,7 +15,7 @@ import pytest
 from minix_layout import MODULES, build_minix_iso
 from multiboot_stub import BSS_END, ENTRY, FLAGS, LOAD_ADDR, LOAD_END, MULTIBOOT_MAGIC, stub_kernel
 
-from pytest_minix.iso import extract_boot
+from pytest_minix.media.iso import extract_boot
 
 QEMU = shutil.which("qemu-system-i386")
 APPEND = "bootcd=1 cdproberoot=1 console=tty00"

@@ -23,5 +23,5 @@ def test_wheel_contains_vm_and_entry_points(tmp_path: Path) -> None:
     assert {"pytest_minix/vm/minix.toml", "pytest_minix/vm/minix/releases.toml"} <= names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
-    assert "[pytest11]" in text and "minix = pytest_minix.plugin" in text
+    assert "[pytest11]" in text and "minix = pytest_minix.plugin.hooks" in text
     assert "pytest-minix = pytest_minix.cli:main" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_minix.posix_suite import parse_run, parse_tap, parse_time
+from pytest_minix.measure.posix_suite import parse_run, parse_tap, parse_time
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "minix"
 

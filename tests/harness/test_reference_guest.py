@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_minix import VM
-from pytest_minix.reference import _inputs_digest, data_dir
+from pytest_minix.media.reference import _inputs_digest, data_dir
 
 
 def _need_reference(vm: VM) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from test_verdict import KVM, make_claim, meas
 
-from pytest_minix.chart import timeline_chart
-from pytest_minix.report import COLUMNS, ClaimsReport
-from pytest_minix.verdict import decide
+from pytest_minix.verdicts.chart import timeline_chart
+from pytest_minix.verdicts.report import COLUMNS, ClaimsReport
+from pytest_minix.verdicts.verdict import decide
 
 META = {"harness_version": "0.1.0", "emulation_factor": 30, "rounds": 3, "command": "pytest --minix-claims"}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix.vm import VM
+from pytest_minix.guest.vm import VM
 
 TOKEN = secrets.token_hex(4)
 HOST_CANARY = Path(f"/tmp/pm-canary-{TOKEN}")

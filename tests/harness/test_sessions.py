@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pytest_minix.accel import KvmMemory, kvm_static_reason
 from pytest_minix.paths import cache_root
 from pytest_minix.profiles import load_profile
+from pytest_minix.qemu.accel import KvmMemory, kvm_static_reason
 
 ARGS = ("-p", "no:cacheprovider", "--guest=reference")
 
@@ -28,7 +28,7 @@ def test_boots(vm_pool):
 def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", "-W",
-                                           "always::pytest_minix.accel.KvmFallbackWarning")  # fmt: skip
+                                           "always::pytest_minix.qemu.accel.KvmFallbackWarning")  # fmt: skip
     out = result.stdout.str()
     result.assert_outcomes(passed=1)
     if "ACCEL=kvm" not in out:
@@ -44,7 +44,7 @@ def test_a_kvm_failure_is_remembered_so_the_next_session_boots_once(pytester: py
     """Under --accel=auto a host whose KVM fails pays the failed KVM boot once, not once per session."""
     record = cache_root() / "kvm-failures.json"
     pytester.makepyfile(test_inner=INNER + COUNT_BOOTS)
-    warn = ("-W", "always::pytest_minix.accel.KvmFallbackWarning")
+    warn = ("-W", "always::pytest_minix.qemu.accel.KvmFallbackWarning")
     first = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", *warn)
     first.assert_outcomes(passed=2)
     if "ACCEL=kvm" in first.stdout.str():

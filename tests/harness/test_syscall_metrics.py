@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import pytest_minix.metrics_syscalls as ms
+import pytest_minix.measure.syscalls as ms
 from pytest_minix import VM
-from pytest_minix.guest_timing import (
+from pytest_minix.guest.shell import Result
+from pytest_minix.measure.guest_timing import (
     DdRecords,
     choose_count,
     cpu_mhz,
@@ -22,8 +23,7 @@ from pytest_minix.guest_timing import (
     per_op,
     us_to_cycles,
 )
-from pytest_minix.metrics import METRICS
-from pytest_minix.shell import Result
+from pytest_minix.measure.metrics import METRICS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "syscalls"
 

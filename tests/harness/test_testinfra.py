@@ -10,8 +10,8 @@ import pytest
 from testinfra.backend.base import BaseBackend, CommandResult
 from testinfra.modules.file import GNUFile, NetBSDFile
 
-from pytest_minix.shell import Result
-from pytest_minix.testinfra_backend import (
+from pytest_minix.guest.shell import Result
+from pytest_minix.plugin.testinfra_backend import (
     PROC_ALL,
     PROC_ONE,
     GuestHost,
@@ -201,9 +201,12 @@ def test_which(host):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("-p", "pytest_minix.testinfra_backend"), "HOST='guest-host'"),
+        (("-p", "pytest_minix.plugin.testinfra_backend"), "HOST='guest-host'"),
         # Registered early with -p, a plain plugin fixture would lose to pytest-testinfra's entry point.
-        (("-p", "pytest_minix.testinfra_backend", "-p", "no:minix_testinfra_host"), "HOST=<testinfra.host.Host local>"),
+        (
+            ("-p", "pytest_minix.plugin.testinfra_backend", "-p", "no:minix_testinfra_host"),
+            "HOST=<testinfra.host.Host local>",
+        ),
     ],
     ids=["ours-wins", "opt-out"],
 )

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_minix import statedir
-from pytest_minix.console import Line
 from pytest_minix.errors import ConfigError
+from pytest_minix.guest.shell import parse_od, posix_cksum
+from pytest_minix.guest.timeline import Timeline
 from pytest_minix.profiles import Marker, load_profile, parse_profile
-from pytest_minix.shell import parse_od, posix_cksum
-from pytest_minix.timeline import Timeline
+from pytest_minix.qemu import statedir
+from pytest_minix.qemu.console import Line
 
 
 def test_reference_profile_loads() -> None:

@@ -1,4 +1,4 @@
-"""Verdicts: statistics of samples and the decision rules of ``pytest_minix.verdict``."""
+"""Verdicts: statistics of samples and the decision rules of ``pytest_minix.verdicts.verdict``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_minix.claims import Claim, Expect, load_claims
-from pytest_minix.measurement import Conditions, Measurement
-from pytest_minix.verdict import decide, summarize, t_quantile
+from pytest_minix.measure.measurement import Conditions, Measurement
+from pytest_minix.verdicts.claims import Claim, Expect, load_claims
+from pytest_minix.verdicts.verdict import decide, summarize, t_quantile
 
 TCG = Conditions(guest="minix", arch="i386", accel="tcg")
 KVM = Conditions(guest="minix", arch="i386", accel="kvm")

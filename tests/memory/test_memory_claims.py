@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_minix.verdict import Verdict
+from pytest_minix.verdicts.verdict import Verdict
 
 pytestmark = pytest.mark.claims("mem.")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_minix import VM, CommandTimeout
-from pytest_minix.posix_suite import POSIX_TESTS, parse_tap
+from pytest_minix.measure.posix_suite import POSIX_TESTS, parse_tap
 
 SUITE = "/usr/tests/minix-posix"
 

@@ -1,0 +1,249 @@
+"""The VM pool: at most one healthy VM per arch, booted lazily, rebooted when broken."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pytest_minix.errors import ConfigError, GuestUnavailable, HarnessError, VMError
+from pytest_minix.guest.vm import VM
+from pytest_minix.media.bootmedia import BootMedia
+from pytest_minix.media.minix import MinixSource
+from pytest_minix.profiles import GuestProfile, load_profile
+from pytest_minix.qemu.accel import KVM_FAILURE_SIGNS, AccelChooser, KvmMemory
+from pytest_minix.qemu.binary import check_devices, find_qemu, qemu_machines
+from pytest_minix.qemu.console import Line
+from pytest_minix.qemu.machine import Machine, MachineSpec
+from pytest_minix.qemu.statedir import StateDir
+
+# Where a guest's boot files come from: profile "artifacts" name -> provider(arch, config).
+Provider = Callable[[str, "HarnessConfig"], BootMedia]
+
+
+@functools.cache
+def _reference_media(arch: str) -> BootMedia:
+    # Cached per process: verifying the artifacts' hashes costs ~20 ms per boot.
+    from pytest_minix.media.images import sha256_file
+    from pytest_minix.media.reference import ensure_reference
+
+    art = ensure_reference(arch)
+    # The manifest pins kernel, initrd and disk by SHA-256: its own hash stands for all three.
+    return BootMedia(files={"kernel": art.kernel, "initrd": art.initrd}, disks={"disk": art.disk},
+                     description=f"reference guest, Linux {art.kernel_version}",
+                     image_sha256=sha256_file(art.manifest))  # fmt: skip
+
+
+def _reference_provider(arch: str, config: HarnessConfig) -> BootMedia:
+    return _reference_media(arch)
+
+
+def _minix_provider(arch: str, config: HarnessConfig) -> BootMedia:
+    from pytest_minix.media.minix import minix_media
+
+    return minix_media(arch, config.minix, config.notify)
+
+
+PROVIDERS: dict[str, Provider] = {"reference": _reference_provider, "minix": _minix_provider}
+
+
+@dataclass
+class HarnessConfig:
+    """The session's settings (from options and ini), shared by every VM."""
+
+    guest: str = "minix"
+    arches: tuple[str, ...] = ("i386",)
+    accel: str = "auto"
+    boot_timeout: float | None = None
+    memory: int | None = None
+    log_dir: Path = field(default_factory=lambda: Path("vm-logs"))
+    qemu_binaries: dict[str, str] = field(default_factory=dict)
+    network: bool = False
+    minix: MinixSource = field(default_factory=MinixSource)
+    # Remember a KVM failure in the cache for later sessions (off for tests of the fallback itself).
+    remember_kvm: bool = True
+    # Progress and trust-on-first-use messages (fetching an image); default: stderr.
+    notify: Callable[[str], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class VMOptions:
+    """Per-VM overrides (from ``@pytest.mark.vm``)."""
+
+    memory: int | None = None
+    boot_args: str = ""
+    qemu_args: tuple[str, ...] = ()
+    boot_timeout: float | None = None
+    first_output_timeout: float | None = None  # fail fast when nothing at all is printed (e.g. too little RAM)
+    stall_timeout: float | None = None  # give up a boot that stops printing this long (default: the profile's)
+
+
+class VMPool:
+    """Owns every VM of a session (or of one xdist worker)."""
+
+    def __init__(self, config: HarnessConfig) -> None:
+        self.config = config
+        self.profile: GuestProfile = load_profile(config.guest)
+        for arch in config.arches:
+            self.profile.arch(arch)  # unknown arch: clear error now, not at first boot
+        self.accel = AccelChooser(config.accel, KvmMemory() if config.remember_kvm else None)
+        self.state = StateDir()
+        self._vms: dict[str, VM] = {}
+        self._all: list[VM] = []
+        self._counter = itertools.count(1)
+        self._lock = threading.RLock()
+        self._media: dict[str, BootMedia | GuestUnavailable] = {}
+        self._machines: list[Machine] = []
+        self.line_listeners: list[Callable[[Line], None]] = []  # every new machine's console lines (progress)
+        self.boots: list[VM] = []
+        self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.closed = False
+
+    def media(self, arch: str) -> BootMedia:
+        """The arch's boot media, resolved once (fetching or extracting as needed).
+
+        Raises GuestUnavailable (tests skip) when the guest cannot be had here: the
+        QEMU binary lacks the machine, or no image can be found or downloaded. The
+        answer, good or bad, is kept for the session so that every test gets the same
+        one without a new download attempt.
+        """
+        with self._lock:
+            if arch not in self._media:
+                try:
+                    self._media[arch] = self._resolve(arch)
+                except GuestUnavailable as exc:
+                    self._media[arch] = exc
+            got = self._media[arch]
+            if isinstance(got, GuestUnavailable):
+                raise got
+            return got
+
+    def unavailable(self) -> dict[str, str]:
+        """Arch -> why the guest could not be had there (tests skipped)."""
+        return {a: str(m) for a, m in self._media.items() if isinstance(m, GuestUnavailable)}
+
+    def _resolve(self, arch: str) -> BootMedia:
+        conf = self.profile.arch(arch)
+        qemu = find_qemu(self.config.qemu_binaries.get(arch) or conf.qemu, arch)
+        if conf.machine not in qemu_machines(qemu):
+            raise GuestUnavailable(
+                f"The {self.profile.name} guest on {arch} needs QEMU machine {conf.machine!r}, which {qemu} "
+                f"does not have (`{qemu} -machine help` does not list it). {conf.machine_hint}".strip()
+            )
+        check_devices(qemu, conf.devices, self.profile.name)
+        provider = PROVIDERS.get(self.profile.artifacts)
+        if provider is None:
+            raise ConfigError(f"Guest {self.profile.name!r} names unknown artifacts {self.profile.artifacts!r}; "
+                              f"known: {', '.join(sorted(PROVIDERS))}.")  # fmt: skip
+        return provider(arch, self.config)
+
+    def get(self, arch: str) -> VM:
+        """The arch's shared VM, booting (or rebooting a broken one) as needed."""
+        with self._lock:
+            vm = self._vms.get(arch)
+            if vm is not None and vm.broken:
+                vm.shutdown()
+                del self._vms[arch]
+                vm = None
+            if vm is None:
+                vm = self.boot(arch)
+                self._vms[arch] = vm
+            return vm
+
+    def spec(self, arch: str, options: VMOptions | None = None) -> MachineSpec:
+        """The machine to start for ``arch``: profile, boot media, accelerator and overrides."""
+        options = options or VMOptions()
+        media = self.media(arch)
+        conf = self.profile.arch(arch).variant(media.variant)
+        qemu = find_qemu(self.config.qemu_binaries.get(arch) or conf.qemu, arch)
+        return MachineSpec(
+            arch=arch, config=conf, files=media.files, disks=media.disks, disk_formats=media.disk_formats,
+            accel=self.accel.choose(conf, qemu),
+            memory=options.memory or self.config.memory or self.profile.memory,
+            qemu_binary=qemu, boot_args=options.boot_args, qemu_args=options.qemu_args,
+            network=self.config.network,
+        )  # fmt: skip
+
+    def machine(self, spec: MachineSpec) -> Machine:
+        """A Machine (not yet launched) named and placed like the pool's own; ``close`` stops it too."""
+        name = f"{self.profile.name}-{spec.arch}-{self.worker}-{next(self._counter)}"
+        machine = Machine(spec, self.state, name, self.config.log_dir)
+        machine.console.listeners.extend(self.line_listeners)
+        self._machines.append(machine)
+        return machine
+
+    def fresh(self, arch: str) -> VM:
+        """The arch's shared VM in its just-booted state: snapshot on first use, restored on every later one."""
+        with self._lock:
+            vm = self.get(arch)
+            if not vm.has_snapshot:
+                vm.save_snapshot()
+                return vm
+            try:
+                vm.restore_snapshot()
+            except HarnessError:
+                vm.mark_broken("could not restore its snapshot")
+                vm = self.get(arch)  # a new boot, and a new snapshot
+                vm.save_snapshot()
+            return vm
+
+    def boot(self, arch: str, options: VMOptions | None = None) -> VM:
+        """Boot a new VM; under ``--accel=auto`` a KVM failure falls back to TCG once."""
+        options = options or VMOptions()
+        spec = self.spec(arch, options)
+        try:
+            return self._start(spec, options)
+        except HarnessError as exc:
+            if spec.accel != "kvm":
+                raise
+            if self.accel.requested == "kvm":
+                raise VMError(
+                    f"--accel=kvm was given but the {arch} guest cannot boot under KVM: "
+                    f"{str(exc).splitlines()[0][:300]} Use --accel=auto (falls back to TCG) or --accel=tcg.",
+                    getattr(exc, "log_path", None),
+                ) from exc
+            self.accel.report_failure(arch, f"a boot under KVM failed: {str(exc).splitlines()[0][:300]}")
+            return self._start(replace(spec, accel="tcg"), options)
+
+    def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
+        if self.closed:
+            # A caller still running after close() (an abandoned measurement) must not start new QEMUs.
+            raise VMError("This VM pool was closed (its session ended or was aborted); no new VM is started.")
+        vm = VM(self.machine(spec), self.profile)
+        self._all.append(vm)
+        timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
+        first = options.first_output_timeout or self.profile.first_output_timeout
+        stall = options.stall_timeout or self.profile.boot_stall_timeout
+        if spec.accel == "kvm":
+            first = min(first, 15.0)  # a KVM that cannot run the guest usually shows nothing
+        try:
+            vm.start(timeout, first, stall)
+        except HarnessError as exc:
+            kvm_lines = [ln for ln in vm.machine.qemu_stderr().splitlines() if any(s in ln for s in KVM_FAILURE_SIGNS)]
+            vm.shutdown()
+            if spec.accel == "kvm" and kvm_lines:
+                raise VMError(f"KVM failed ({kvm_lines[0].strip()}).", vm.log_path) from exc
+            raise
+        if spec.accel == "kvm":
+            self.accel.report_success(spec.arch)
+        self.boots.append(vm)
+        return vm
+
+    def release(self, vm: VM) -> None:
+        """Shut down a VM that was booted for one test."""
+        vm.shutdown()
+
+    def close(self) -> None:
+        self.closed = True
+        with self._lock:
+            for machine in self._machines:
+                try:
+                    machine.shutdown()
+                except Exception:  # noqa: BLE001 - best effort: every VM must go
+                    continue
+            self._vms.clear()
+            self.state.remove()

@@ -1,0 +1,220 @@
+"""A booted guest: machine + console + shell + timeline, and the boot procedure."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_minix.errors import BootStalled, BootTimeout, ConfigError, GuestPanic, VMError
+from pytest_minix.guest.shell import Shell
+from pytest_minix.guest.timeline import Milestone, Timeline
+from pytest_minix.profiles import GuestProfile
+from pytest_minix.qemu.console import Console, ConsoleStalled
+from pytest_minix.qemu.machine import Machine
+from pytest_minix.qemu.qmp import QMP
+
+
+@dataclass
+class BootResult:
+    timeline: Timeline
+    login_prompt: float  # t of the login prompt
+    shell_ready: float  # t when the harness prompt appeared
+
+
+class VM:
+    """What a test gets: ``.shell``, ``.qmp``, ``.console``, ``.timeline``, ``.arch``, ``.profile``."""
+
+    def __init__(self, machine: Machine, profile: GuestProfile) -> None:
+        self.machine = machine
+        self.profile = profile
+        self.arch = machine.spec.arch
+        self.accel = machine.spec.accel
+        self.console: Console = machine.console
+        self.qmp: QMP = machine.qmp
+        self.shell = Shell(self.console, profile, alive=self._alive_reason)
+        self.boot: BootResult | None = None
+        self._broken: str | None = None
+        self._snapshots: set[str] = set()
+
+    @property
+    def log_path(self) -> Path:
+        return self.machine.serial_log
+
+    @property
+    def timeline(self) -> Timeline:
+        assert self.boot is not None, "the VM has not booted"
+        return self.boot.timeline
+
+    @property
+    def broken(self) -> str | None:
+        """Why this VM can no longer be trusted, or None while it is healthy."""
+        return self._broken or self.shell.broken or self.machine.exit_reason()
+
+    def mark_broken(self, reason: str) -> None:
+        self._broken = reason
+
+    def _alive_reason(self) -> str | None:
+        return self.machine.exit_reason()
+
+    def start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None = None) -> BootResult:
+        """Launch, resume, wait for the login prompt, log in; fill in the timeline.
+
+        ``stall_timeout``: give up once the guest, having started to print, prints nothing
+        more for that long (a hung or starved boot), instead of waiting out ``boot_timeout``.
+        """
+        try:
+            return self._start(boot_timeout, first_output_timeout, stall_timeout)
+        except VMError as exc:
+            raise self._with_exit(exc) from None
+
+    def _with_exit(self, exc: VMError) -> VMError:
+        """``exc`` naming QEMU's exit when the console only saw it close (its EOF can beat the reaping)."""
+        if type(exc) is not VMError:
+            return exc  # BootTimeout, GuestPanic... already say what happened
+        deadline = time.monotonic() + 1.0
+        reason = self.machine.exit_reason()
+        while reason is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            reason = self.machine.exit_reason()
+        if not reason or reason.splitlines()[0] in str(exc):
+            return exc
+        return VMError(f"{reason}. {str(exc).split(' Serial log: ')[0]}", self.log_path)
+
+    def _start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None) -> BootResult:
+        p = self.profile
+        self.machine.launch()
+        self.machine.cont()
+        first = min(first_output_timeout, boot_timeout)
+        try:
+            # A boot that prints nothing at all fails fast instead of waiting out the boot timeout.
+            self.console.expect(".", first, what="any console output", alive=self._alive_reason)
+        except TimeoutError:
+            raise BootTimeout(
+                f"The {p.name} guest ({self.arch}, accel {self.accel}) printed nothing on its serial console "
+                f"within {first:.0f} s of starting. Check the kernel and machine type "
+                f"(command: {' '.join(self.machine.argv)}). QEMU said: {self.machine.qemu_stderr() or 'nothing'}.",
+                self.log_path,
+            ) from None
+        remaining = boot_timeout - (time.monotonic() - (self.machine.t0 or time.monotonic()))
+        try:
+            m = self.console.expect(p.login.prompt, max(remaining, 1.0), what="the login prompt",
+                                    fail_on=p.panic_patterns, alive=self._alive_reason, idle=stall_timeout)  # fmt: skip
+        except ConsoleStalled as exc:
+            raise BootStalled(
+                f"The {p.name} guest ({self.arch}, accel {self.accel}) stopped printing before its login prompt: "
+                f"nothing for {exc.quiet:.0f} s. {exc}It hung or is starved (too little memory?). Raise the "
+                f"profile's boot_stall_timeout if this guest is only slow here.",
+                self.log_path,
+            ) from None
+        except TimeoutError as exc:
+            raise BootTimeout(
+                f"The {p.name} guest ({self.arch}, accel {self.accel}) never reached its login prompt "
+                f"within --boot-timeout={boot_timeout:.0f} s. {exc}Raise --boot-timeout if the machine is just slow.",
+                self.log_path,
+            ) from None
+        login_t = m.t
+        try:
+            shell_t = self.shell.login()
+        except TimeoutError as exc:
+            raise BootTimeout(f"Login as {p.login.user!r} failed: {exc}", self.log_path) from None
+        if p.uname_s:
+            # The prompt alone does not prove which OS answered: a wrong image would pass it.
+            got = self.shell.run("uname -s", timeout=30.0).stdout.strip()
+            if got != p.uname_s:
+                raise VMError(
+                    f"The guest booted as {p.name!r} is not what the profile expects: `uname -s` printed "
+                    f"{got!r}, not {p.uname_s!r}. Check the image (--minix-image / --guest).",
+                    self.log_path,
+                )
+        lines = self.console.head()
+        extra = [Milestone("first_output", lines[0].t, lines[0].text)] if lines else []
+        extra += self._firmware_milestones()
+        extra.append(Milestone("shell", shell_t, "harness prompt"))
+        timeline = Timeline.from_lines(lines, p.markers, extra)
+        if "login" not in timeline:
+            timeline = Timeline((*timeline.milestones, Milestone("login", login_t, m.text)))
+            timeline = Timeline(tuple(sorted(timeline.milestones, key=lambda x: x.t)))
+        self.boot = BootResult(timeline, login_t, shell_t)
+        return self.boot
+
+    def _firmware_milestones(self) -> list[Milestone]:
+        """SeaBIOS's start and its hand-over to the boot ROM, from the debug console (x86)."""
+        dbg = self.machine.debugcon
+        if dbg is None:
+            return []
+        out: list[Milestone] = []
+        fw = dbg.head()
+        if fw:
+            out.append(Milestone("bios", fw[0].t, fw[0].text))
+        rom = next((ln for ln in fw if ln.text.startswith("Booting from ROM")), None)
+        if rom is not None:
+            out.append(Milestone("firmware", rom.t, rom.text))
+        return out
+
+    # -- fresh state without a reboot ---------------------------------------------
+    SNAPSHOT = "pm-fresh"
+    # Snapshot names go into HMP command lines: letters, digits and ._- only, so none can add words.
+    _SNAPSHOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self.SNAPSHOT in self._snapshots
+
+    @property
+    def snapshots(self) -> list[str]:
+        """Names of the snapshots saved in this VM."""
+        return sorted(self._snapshots)
+
+    def _snapshot_name(self, name: str) -> str:
+        if not self._SNAPSHOT_NAME.fullmatch(name):
+            raise ConfigError(
+                f"Snapshot name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit."
+            )
+        return name
+
+    def save_snapshot(self, name: str = SNAPSHOT) -> float:
+        """Save the whole VM (RAM, devices, disks) as an internal snapshot; returns the seconds it took.
+
+        Taken at the idle harness prompt, so a restore lands exactly there. Saving under an
+        existing name replaces that snapshot.
+        """
+        name = self._snapshot_name(name)
+        start = time.monotonic()
+        self.shell.run(":", timeout=30).check()  # the shell is idle and in sync
+        out = self.qmp.hmp(f"savevm {name}", timeout=120)
+        if out.strip():
+            raise VMError(f"savevm failed: {out.strip()}", self.log_path)
+        self._snapshots.add(name)
+        return time.monotonic() - start
+
+    def restore_snapshot(self, name: str = SNAPSHOT) -> float:
+        """Return to a saved state (also after a crashed shell); resync the console and shell."""
+        name = self._snapshot_name(name)
+        if name not in self._snapshots:
+            saved = ", ".join(self.snapshots) or "none"
+            raise ConfigError(f"No snapshot named {name!r} in this VM (saved: {saved}); save one first.")
+        start = time.monotonic()
+        out = self.qmp.hmp(f"loadvm {name}", timeout=120)
+        if out.strip():
+            self.mark_broken(f"loadvm failed: {out.strip()}")
+            raise VMError(f"loadvm failed: {out.strip()}", self.log_path)
+        # Whatever the console held belongs to the abandoned state; the guest's shell is back at
+        # the prompt it printed before the snapshot, so a marker command resyncs both sides.
+        self.console.discard()
+        self.shell.forget_guest_state()
+        self.shell.broken = None
+        self._broken = None
+        r = self.shell.run(":", timeout=30)
+        if r.status != 0:
+            self.mark_broken(f"the shell did not answer after loadvm: {r}")
+            raise VMError("The shell did not answer after restoring the snapshot.", self.log_path)
+        return time.monotonic() - start
+
+    def shutdown(self) -> None:
+        self.machine.shutdown()
+
+
+__all__ = ["VM", "BootResult", "BootTimeout", "GuestPanic", "VMError"]
