@@ -40,8 +40,13 @@ def run(total: int, read: int) -> dict[str, float]:
         con._feed(b"END-MARK\n", 0.0)
         waiter.join()
         took = time.perf_counter() - start
-    return {"read_bytes": read, "mbytes": total / 1e6, "seconds": round(took, 3),
-            "mb_per_s": round(total / took / 1e6, 1), "dropped": dropped[0]}  # fmt: skip
+    return {
+        "read_bytes": read,
+        "mbytes": total / 1e6,
+        "seconds": round(took, 3),
+        "mb_per_s": round(total / took / 1e6, 1),
+        "dropped": dropped[0],
+    }
 
 
 # The minimal run CI makes (--smoke; tests/harness/test_benchmark_scripts.py): well under a second.
@@ -66,11 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         args.reads = SMOKE["reads"] if args.smoke else "64,512,4096"
     rows = [run(int(args.mbytes * 1e6), int(r)) for r in args.reads.split(",")]
     for r in rows:
-        print(f"{r['mbytes']:g} MB in {r['read_bytes']:>5} B reads: {r['seconds']:6.2f} s, "
-              f"{r['mb_per_s']:6.1f} MB/s, {r['dropped']} characters dropped at the cap")  # fmt: skip
+        print(
+            f"{r['mbytes']:g} MB in {r['read_bytes']:>5} B reads: {r['seconds']:6.2f} s, "
+            f"{r['mb_per_s']:6.1f} MB/s, {r['dropped']} characters dropped at the cap"
+        )
     if args.json:
-        info = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
-                "cpus": os.cpu_count()}  # fmt: skip
+        info = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        }
         doc = {"info": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1) + "\n")

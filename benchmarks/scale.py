@@ -331,8 +331,11 @@ def cmd_restore(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> di
 # -- 2. xdist -------------------------------------------------------------------------------
 
 
-SUMMARY_RE = re.compile(r"^=*\s*(?P<text>(?:\d+ (?:passed|failed|error|errors|skipped|xfailed|xpassed)[, ]*)+)"
-                        r".* in (?P<secs>[\d.]+)s", re.M)  # fmt: skip
+SUMMARY_RE = re.compile(
+    r"^=*\s*(?P<text>(?:\d+ (?:passed|failed|error|errors|skipped|xfailed|xpassed)[, ]*)+)"
+    r".* in (?P<secs>[\d.]+)s",
+    re.M,
+)
 
 
 def pytest_env() -> dict[str, str]:
@@ -363,8 +366,19 @@ def cmd_xdist(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> dict
         smoke.parent.mkdir(parents=True, exist_ok=True)
         smoke.write_text(XDIST_SMOKE_FILE)
         tests = [str(smoke)]
-    base = [sys.executable, "-m", "pytest", *tests, f"--guest={GUEST}", f"--arch={args.arch}", "--accel=tcg",
-            "-p", "no:cacheprovider", "-q", "-rfE"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *tests,
+        f"--guest={GUEST}",
+        f"--arch={args.arch}",
+        "--accel=tcg",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rfE",
+    ]
     runs: list[dict[str, Any]] = []
     log(f"xdist: {args.rounds} round(s) of -n 0 and -n {args.workers}, {' '.join(tests)} (arch {args.arch})")
     for r in range(args.rounds):
@@ -415,11 +429,15 @@ def cmd_xdist(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> dict
     print(f"Functional self-tests, -n 0 vs -n {args.workers} ({args.rounds} round(s); host has {os.cpu_count()} CPUs)")
     print(f"  set: {' '.join(tests)} --arch={args.arch}")
     for x in runs:
-        print(f"  round {x['round'] + 1}  -n {x['workers']}: {x['wall_s']:7.1f} s wall  exit {x['returncode']}  "
-              f"{x['summary']}")  # fmt: skip
+        print(
+            f"  round {x['round'] + 1}  -n {x['workers']}: {x['wall_s']:7.1f} s wall  exit {x['returncode']}  "
+            f"{x['summary']}"
+        )
     met = "met" if summary["speedup_of_medians"] >= 1.6 else "NOT met"
-    print(f"  speedup t(-n 0)/t(-n {args.workers}): {summary['speedup_of_medians']:.2f} "
-          f"(per round {', '.join(f'{s:.2f}' for s in per_round)}); goal >= 1.6: {met}")  # fmt: skip
+    print(
+        f"  speedup t(-n 0)/t(-n {args.workers}): {summary['speedup_of_medians']:.2f} "
+        f"(per round {', '.join(f'{s:.2f}' for s in per_round)}); goal >= 1.6: {met}"
+    )
     if summary["failures"]:
         print("  failures:")
         for ln in summary["failures"]:
@@ -449,8 +467,10 @@ def cmd_memory(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> dic
         }
         stages.append(row)
         q = sum(s["VmRSS"] for s in row["qemu"].values())
-        log(f"  {name}: python VmRSS {row['python']['VmRSS'] / 1024:.1f} MiB "
-            f"({row['python']['Threads']} threads), QEMU total {q / 1024:.1f} MiB")  # fmt: skip
+        log(
+            f"  {name}: python VmRSS {row['python']['VmRSS'] / 1024:.1f} MiB "
+            f"({row['python']['Threads']} threads), QEMU total {q / 1024:.1f} MiB"
+        )
 
     log(f"memory: {arch}, {args.vms} VMs")
     stage("imports", [])
@@ -503,12 +523,16 @@ def cmd_memory(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> dic
     for s in stages:
         q = sum(x["VmRSS"] for x in s["qemu"].values())
         print(f"  {s['stage']:<44}{s['python']['VmRSS'] / mib:9.1f}{s['python']['Threads']:9d}{q / mib:10.1f}")
-    print(f"  python per VM: {summary['python_per_vm_kib'] / mib:.2f} MiB after boot "
-          f"(increments {', '.join(f'{x / mib:.2f}' for x in increments)}), "
-          f"{summary['python_after_use_per_vm_kib'] / mib:.2f} MiB after use")  # fmt: skip
-    print(f"  QEMU per VM: {', '.join(f'{x / mib:.1f}' for x in qemu_rss)} MiB after boot, "
-          f"{', '.join(f'{x / mib:.1f}' for x in qemu_used)} MiB after use "
-          f"(guest RAM {summary['guest_memory_mib']} MiB)")  # fmt: skip
+    print(
+        f"  python per VM: {summary['python_per_vm_kib'] / mib:.2f} MiB after boot "
+        f"(increments {', '.join(f'{x / mib:.2f}' for x in increments)}), "
+        f"{summary['python_after_use_per_vm_kib'] / mib:.2f} MiB after use"
+    )
+    print(
+        f"  QEMU per VM: {', '.join(f'{x / mib:.1f}' for x in qemu_rss)} MiB after boot, "
+        f"{', '.join(f'{x / mib:.1f}' for x in qemu_used)} MiB after use "
+        f"(guest RAM {summary['guest_memory_mib']} MiB)"
+    )
     return {"summary": summary, "stages": stages}
 
 
@@ -547,10 +571,12 @@ def cmd_startup(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> di
     variants: dict[str, tuple[list[str], dict[str, str]]] = {
         "no_plugin": (["test_pm_startup.py::test_no_vm", "-p", "no:minix"], {}),
         "no_vm": (["test_pm_startup.py::test_no_vm", *plugin], {}),
-        "no_vm_pyc": (["test_pm_startup.py::test_no_vm", *plugin],
-                      {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(pycache)}),
+        "no_vm_pyc": (
+            ["test_pm_startup.py::test_no_vm", *plugin],
+            {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(pycache)},
+        ),
         "guest": (["test_pm_startup.py::test_guest", *plugin], {}),
-    }  # fmt: skip
+    }
 
     def once(name: str) -> dict[str, float]:
         extra, env_over = variants[name]
@@ -601,9 +627,11 @@ def cmd_startup(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> di
         s, e = summary[name]["to_body_s"], summary[name]["body_to_exit_s"]
         print(f"  {name:<12}{s['median']:9.3f}{s['p95']:9.3f}{s['min']:9.3f}{e['median']:12.3f}")
     med = {n: summary[n]["to_body_s"]["median"] for n in names}
-    print(f"  plugin cost (no_vm - no_plugin): {med['no_vm'] - med['no_plugin']:.3f} s; "
-          f"first boot (guest - no_vm): {med['guest'] - med['no_vm']:.3f} s; "
-          f"bytecode compilation (no_vm - no_vm_pyc): {med['no_vm'] - med['no_vm_pyc']:.3f} s")  # fmt: skip
+    print(
+        f"  plugin cost (no_vm - no_plugin): {med['no_vm'] - med['no_plugin']:.3f} s; "
+        f"first boot (guest - no_vm): {med['guest'] - med['no_vm']:.3f} s; "
+        f"bytecode compilation (no_vm - no_vm_pyc): {med['no_vm'] - med['no_vm_pyc']:.3f} s"
+    )
     return {"summary": summary, "rounds": rows}
 
 
@@ -671,8 +699,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--smoke", action="store_true", default=argparse.SUPPRESS, help="minimal run (see below)")
     common.add_argument("--json", type=Path, default=argparse.SUPPRESS, help="write raw samples and the summary here")
-    common.add_argument("--log-dir", type=Path, default=argparse.SUPPRESS,
-                        help="keep serial/QEMU logs here (default: a temporary directory)")  # fmt: skip
+    common.add_argument(
+        "--log-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="keep serial/QEMU logs here (default: a temporary directory)",
+    )
     sub = ap.add_subparsers(dest="cmd")
 
     def smoke_note(cmd: str) -> str:
@@ -685,24 +717,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="timed rounds (default 5)")
     p.add_argument("--warmup", type=int, help="untimed rounds first (default 1)")
 
-    p = sub.add_parser("xdist", parents=[common], help="functional self-tests with -n 0 vs -n 2",
-                       epilog=smoke_note("xdist"))  # fmt: skip
+    p = sub.add_parser(
+        "xdist", parents=[common], help="functional self-tests with -n 0 vs -n 2", epilog=smoke_note("xdist")
+    )
     p.add_argument("--arch", choices=("i386", "all"), default=argparse.SUPPRESS, help="default i386")
     p.add_argument("--rounds", type=int, help="rounds, each running both (default 1)")
     p.add_argument("--workers", type=int, help="xdist workers of the parallel run (default 2)")
     p.add_argument("--timeout", type=float, help="per pytest run, seconds (default 600)")
     p.add_argument("tests", nargs="*", help=f"test paths (default: {' '.join(XDIST_TESTS)})")
 
-    p = sub.add_parser("memory", parents=[common], help="harness-side RSS per VM, and QEMU's",
-                       epilog=smoke_note("memory"))  # fmt: skip
+    p = sub.add_parser(
+        "memory", parents=[common], help="harness-side RSS per VM, and QEMU's", epilog=smoke_note("memory")
+    )
     p.add_argument("--arch", choices=("i386", "arm"), default=argparse.SUPPRESS, help="default i386")
     p.add_argument("--vms", type=int, help="VMs booted side by side (default 2)")
     p.add_argument("--commands", type=int, help="shell.run('true') per VM after boot (default 200)")
-    p.add_argument("--lines", type=int,
-                   help="then a command printing this many lines (default 20000: a full console history)")  # fmt: skip
+    p.add_argument(
+        "--lines", type=int, help="then a command printing this many lines (default 20000: a full console history)"
+    )
 
-    p = sub.add_parser("startup", parents=[common], help="python -m pytest launch to the first test body",
-                       epilog=smoke_note("startup"))  # fmt: skip
+    p = sub.add_parser(
+        "startup", parents=[common], help="python -m pytest launch to the first test body", epilog=smoke_note("startup")
+    )
     p.add_argument("--arch", choices=("i386", "arm"), default=argparse.SUPPRESS, help="default i386")
     p.add_argument("--rounds", type=int, help="timed rounds per variant (default 5)")
     p.add_argument("--warmup", type=int, help="untimed runs of each variant first (default 1)")
@@ -734,9 +770,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             cleanup.close()
     info["loadavg_end"] = os.getloadavg()
     info["runtime_s"] = time.monotonic() - t
-    print(f"\nhost: {info['cpu_model']}, {info['cpus']} CPUs, {info['qemu_version']}, {info['date']}, "
-          f"load average {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f}, "
-          f"run took {info['runtime_s']:.0f} s")  # fmt: skip
+    print(
+        f"\nhost: {info['cpu_model']}, {info['cpus']} CPUs, {info['qemu_version']}, {info['date']}, "
+        f"load average {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f}, "
+        f"run took {info['runtime_s']:.0f} s"
+    )
     if args.json:
         if args.cmd:  # one subcommand: its parts at the top level, as always
             doc = {"info": info, "args": {**strings(args), **strings(runs[args.cmd])}, **results[args.cmd]}

@@ -31,8 +31,10 @@ def cmd_build_reference(args: argparse.Namespace) -> int:
 
     for arch in args.arch:
         art = build_reference(arch, force=True) if args.force else ensure_reference(arch)
-        print(f"{arch}: kernel {art.kernel_version}\n  kernel {art.kernel}\n  initrd {art.initrd}\n"
-              f"  disk   {art.disk}\n  manifest {art.manifest}")  # fmt: skip
+        print(
+            f"{arch}: kernel {art.kernel_version}\n  kernel {art.kernel}\n  initrd {art.initrd}\n"
+            f"  disk   {art.disk}\n  manifest {art.manifest}"
+        )
     return 0
 
 
@@ -109,8 +111,15 @@ def cmd_console(args: argparse.Namespace) -> int:
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
     src = source_from_args(args)
     qemu = {args.arch: args.qemu} if args.qemu else {}
-    config = HarnessConfig(guest=args.guest, arches=(args.arch,), accel=args.accel, log_dir=log_dir,
-                           qemu_binaries=qemu, network=args.network, minix=src)  # fmt: skip
+    config = HarnessConfig(
+        guest=args.guest,
+        arches=(args.arch,),
+        accel=args.accel,
+        log_dir=log_dir,
+        qemu_binaries=qemu,
+        network=args.network,
+        minix=src,
+    )
     if args.memory:
         config.memory = args.memory
     pool = VMPool(config)
@@ -124,9 +133,12 @@ def cmd_console(args: argparse.Namespace) -> int:
 
         machine.console.taps.append(show)
         machine.launch()
-        print(f"pytest-minix console: {args.guest} {args.arch} (accel {machine.spec.accel}), QEMU pid "
-              f"{machine.pid}; serial log {machine.serial_log}. Detach with Ctrl-] (stops the VM).",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"pytest-minix console: {args.guest} {args.arch} (accel {machine.spec.accel}), QEMU pid "
+            f"{machine.pid}; serial log {machine.serial_log}. Detach with Ctrl-] (stops the VM).",
+            file=sys.stderr,
+            flush=True,
+        )
         machine.cont()
         reason = _relay(machine)
         print(f"\r\npytest-minix console: {reason}; serial log {machine.serial_log}", file=sys.stderr)

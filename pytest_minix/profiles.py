@@ -125,12 +125,37 @@ def _regex(path: Path, key: str, text: Any) -> re.Pattern[str]:
         raise ConfigError(f"{path}: {key} is not a valid regex ({exc}): {text!r}.") from None
 
 
-TOP_KEYS = {"name", "description", "artifacts", "boot_timeout", "first_output_timeout", "memory", "login", "shell",
-            "panic_patterns", "noise_patterns", "markers", "arch", "boot_stall_timeout"}  # fmt: skip
+TOP_KEYS = {
+    "name",
+    "description",
+    "artifacts",
+    "boot_timeout",
+    "first_output_timeout",
+    "memory",
+    "login",
+    "shell",
+    "panic_patterns",
+    "noise_patterns",
+    "markers",
+    "arch",
+    "boot_stall_timeout",
+}
 LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt"}
 SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max"}
-ARCH_KEYS = {"qemu", "machine", "cpu", "kernel", "initrd", "append", "args", "kvm_capable_hosts", "nic", "machine_hint",
-             "variants", "devices"}  # fmt: skip
+ARCH_KEYS = {
+    "qemu",
+    "machine",
+    "cpu",
+    "kernel",
+    "initrd",
+    "append",
+    "args",
+    "kvm_capable_hosts",
+    "nic",
+    "machine_hint",
+    "variants",
+    "devices",
+}
 VARIANT_KEYS = {"kernel", "initrd", "append", "args"}
 
 
@@ -153,8 +178,7 @@ def _checksum(path: Path, tool: Any) -> str:
 def _devices(path: Path, arch: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(d, str) and d for d in value):
         raise ConfigError(
-            f"{path}: arch.{arch}.devices must be a list of QEMU -device values, "
-            f'e.g. devices = ["VGA"]; got {value!r}.'
+            f'{path}: arch.{arch}.devices must be a list of QEMU -device values, e.g. devices = ["VGA"]; got {value!r}.'
         )
     return tuple(value)
 

@@ -59,8 +59,9 @@ def guests_inventory() -> dict[str, Any]:
             row["media"] = _media_state(name, arch, images)
             row["bootable"] = bool(row["machine_supported"])
             arches.append(row)
-        guests.append({"guest": name, "description": profile.description, "memory_mib": profile.memory,
-                       "arches": arches})  # fmt: skip
+        guests.append(
+            {"guest": name, "description": profile.description, "memory_mib": profile.memory, "arches": arches}
+        )
     return {"guests": guests, "cache": str(cache_root())}
 
 
@@ -75,8 +76,15 @@ def images_inventory() -> dict[str, Any]:
     for arch in sorted(load_profile("reference").arches):
         art = load_cached(arch)
         if art is not None:
-            reference.append({"arch": arch, "kernel": str(art.kernel), "initrd": str(art.initrd),
-                              "disk": str(art.disk), "kernel_version": art.kernel_version})  # fmt: skip
+            reference.append(
+                {
+                    "arch": arch,
+                    "kernel": str(art.kernel),
+                    "initrd": str(art.initrd),
+                    "disk": str(art.disk),
+                    "kernel_version": art.kernel_version,
+                }
+            )
     return {
         "minix_images": ImageStore().cached(),
         "minix_releases": sorted(manifest.releases),

@@ -33,9 +33,12 @@ def _reference_media(arch: str) -> BootMedia:
 
     art = ensure_reference(arch)
     # The manifest pins kernel, initrd and disk by SHA-256: its own hash stands for all three.
-    return BootMedia(files={"kernel": art.kernel, "initrd": art.initrd}, disks={"disk": art.disk},
-                     description=f"reference guest, Linux {art.kernel_version}",
-                     image_sha256=sha256_file(art.manifest))  # fmt: skip
+    return BootMedia(
+        files={"kernel": art.kernel, "initrd": art.initrd},
+        disks={"disk": art.disk},
+        description=f"reference guest, Linux {art.kernel_version}",
+        image_sha256=sha256_file(art.manifest),
+    )
 
 
 def _reference_provider(arch: str, config: HarnessConfig) -> BootMedia:
@@ -137,8 +140,10 @@ class VMPool:
         check_devices(qemu, conf.devices, self.profile.name)
         provider = PROVIDERS.get(self.profile.artifacts)
         if provider is None:
-            raise ConfigError(f"Guest {self.profile.name!r} names unknown artifacts {self.profile.artifacts!r}; "
-                              f"known: {', '.join(sorted(PROVIDERS))}.")  # fmt: skip
+            raise ConfigError(
+                f"Guest {self.profile.name!r} names unknown artifacts {self.profile.artifacts!r}; "
+                f"known: {', '.join(sorted(PROVIDERS))}."
+            )
         return provider(arch, self.config)
 
     def get(self, arch: str) -> VM:
@@ -161,12 +166,18 @@ class VMPool:
         conf = self.profile.arch(arch).variant(media.variant)
         qemu = find_qemu(self.config.qemu_binaries.get(arch) or conf.qemu, arch)
         return MachineSpec(
-            arch=arch, config=conf, files=media.files, disks=media.disks, disk_formats=media.disk_formats,
+            arch=arch,
+            config=conf,
+            files=media.files,
+            disks=media.disks,
+            disk_formats=media.disk_formats,
             accel=self.accel.choose(conf, qemu),
             memory=options.memory or self.config.memory or self.profile.memory,
-            qemu_binary=qemu, boot_args=options.boot_args, qemu_args=options.qemu_args,
+            qemu_binary=qemu,
+            boot_args=options.boot_args,
+            qemu_args=options.qemu_args,
             network=self.config.network,
-        )  # fmt: skip
+        )
 
     def machine(self, spec: MachineSpec) -> Machine:
         """A Machine (not yet launched) named and placed like the pool's own; ``close`` stops it too."""

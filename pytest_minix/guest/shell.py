@@ -129,9 +129,12 @@ class Shell:
             self.console.expect(lg.password_prompt, timeout, what="the password prompt", alive=self._alive_reason)
             self.console.write(lg.password + "\r")
         self.console.expect(
-            lg.shell_prompt, timeout, what="the shell prompt after login", alive=self._alive_reason,
+            lg.shell_prompt,
+            timeout,
+            what="the shell prompt after login",
+            alive=self._alive_reason,
             fail_on=[lg.prompt],
-        )  # fmt: skip
+        )
         setup, functions = setup_lines(self.profile)
         self.console.write(setup + "\r")
         m = self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", alive=self._alive_reason)
@@ -199,9 +202,12 @@ class Shell:
             rest = max(0.5, timeout - (time.monotonic() - start))
             end = f"\x1eR{n} (\\d+)\r?\n"
             rm = self.console.expect(
-                [end, re.escape(PS1) + r"\Z", f"(?:{self.profile.login.prompt.pattern})\\Z"], rest,
-                what=f"the end of {cmd!r}", alive=self._alive_reason, fail_on=self.profile.panic_patterns,
-            )  # fmt: skip
+                [end, re.escape(PS1) + r"\Z", f"(?:{self.profile.login.prompt.pattern})\\Z"],
+                rest,
+                what=f"the end of {cmd!r}",
+                alive=self._alive_reason,
+                fail_on=self.profile.panic_patterns,
+            )
             if rm.index == 1:
                 return self._abandoned(cmd, rm.before, start, timeout)
             if rm.index == 2:
@@ -224,8 +230,9 @@ class Shell:
         truncated = rm.dropped > 0
         if truncated:
             stdout = f"[pytest-minix: {rm.dropped} bytes of output dropped]\n" + stdout
-        return Result(cmd, int(rm.match.group(1)), self._clean(stdout), self._clean(stderr),
-                      time.monotonic() - start, truncated)  # fmt: skip
+        return Result(
+            cmd, int(rm.match.group(1)), self._clean(stdout), self._clean(stderr), time.monotonic() - start, truncated
+        )
 
     def _login_prompt(self, cmd: str, seen: Match, end: str) -> Match:
         """The guest's login prompt showed up where the command's end was expected.

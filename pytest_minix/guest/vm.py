@@ -99,8 +99,14 @@ class VM:
             ) from None
         remaining = boot_timeout - (time.monotonic() - (self.machine.t0 or time.monotonic()))
         try:
-            m = self.console.expect(p.login.prompt, max(remaining, 1.0), what="the login prompt",
-                                    fail_on=p.panic_patterns, alive=self._alive_reason, idle=stall_timeout)  # fmt: skip
+            m = self.console.expect(
+                p.login.prompt,
+                max(remaining, 1.0),
+                what="the login prompt",
+                fail_on=p.panic_patterns,
+                alive=self._alive_reason,
+                idle=stall_timeout,
+            )
         except ConsoleStalled as exc:
             raise BootStalled(
                 f"The {p.name} guest ({self.arch}, accel {self.accel}) stopped printing before its login prompt: "

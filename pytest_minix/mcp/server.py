@@ -52,9 +52,13 @@ def serve(args: argparse.Namespace) -> int:
     src = source_from_args(args)
     try:
         manager = SessionManager(
-            log_dir, accel=args.accel, limits=Limits(max_vms=args.max_vms), minix=src,
-            claim_files=[Path(p).resolve() for p in args.claims], emulation_factor=args.emulation_factor,
-        )  # fmt: skip
+            log_dir,
+            accel=args.accel,
+            limits=Limits(max_vms=args.max_vms),
+            minix=src,
+            claim_files=[Path(p).resolve() for p in args.claims],
+            emulation_factor=args.emulation_factor,
+        )
     except HarnessError as exc:
         print(f"pytest-minix mcp: {exc}", file=sys.stderr)
         return 2
@@ -64,8 +68,11 @@ def serve(args: argparse.Namespace) -> int:
     # SIGINT too: a client may start the server with SIGINT ignored (as shells do for background jobs).
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, _raise_interrupt)
-    print(f"pytest-minix mcp: serving on stdio; at most {args.max_vms} VMs; serial logs in {log_dir}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"pytest-minix mcp: serving on stdio; at most {args.max_vms} VMs; serial logs in {log_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
     signalled = 0
     try:
         server.run("stdio")
@@ -88,12 +95,25 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-vms", type=_positive, default=2, help="VMs running at once, over all sessions (default 2)")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     p.add_argument("--log-dir", help="serial and QEMU logs (default: a new temporary directory)")
-    p.add_argument("--claims", action="append", default=[], metavar="TOML",
-                   help="claims file to add to the shipped ones (repeatable)")  # fmt: skip
-    p.add_argument("--emulation-factor", type=_at_least_one, default=30.0,
-                   help="TCG slowdown allowed when deciding timing claims (default 30)")  # fmt: skip
-    p.add_argument("--call-timeout", type=_seconds, default=1800.0,
-                   help="default deadline of profile_boot and check_claims, seconds (default 1800)")  # fmt: skip
+    p.add_argument(
+        "--claims",
+        action="append",
+        default=[],
+        metavar="TOML",
+        help="claims file to add to the shipped ones (repeatable)",
+    )
+    p.add_argument(
+        "--emulation-factor",
+        type=_at_least_one,
+        default=30.0,
+        help="TCG slowdown allowed when deciding timing claims (default 30)",
+    )
+    p.add_argument(
+        "--call-timeout",
+        type=_seconds,
+        default=1800.0,
+        help="default deadline of profile_boot and check_claims, seconds (default 1800)",
+    )
     add_source_options(p)
     p.set_defaults(func=serve)
 

@@ -180,8 +180,9 @@ class SessionManager:
             raise SessionError(f"Unknown guest {guest!r}; the guests are: {', '.join(available_guests())}.")
         profile = load_profile(guest)
         profile.arch(arch)  # ConfigError naming the valid arches
-        return HarnessConfig(guest=guest, arches=tuple(sorted(profile.arches)), accel=self.accel,
-                             log_dir=self.log_dir, minix=self.minix)  # fmt: skip
+        return HarnessConfig(
+            guest=guest, arches=tuple(sorted(profile.arches)), accel=self.accel, log_dir=self.log_dir, minix=self.minix
+        )
 
     def _pool(self, guest: str, arch: str) -> VMPool:
         cfg = self._config(guest, arch)
@@ -324,8 +325,11 @@ class SessionManager:
                     pool.release(vm)
                 if progress is not None:
                     shell = vm.timeline.get("shell")
-                    progress(f"boot {i + 1}/{rounds} of {guest} {arch}: shell at {shell.t:.2f} s" if shell
-                             else f"boot {i + 1}/{rounds} of {guest} {arch} done")  # fmt: skip
+                    progress(
+                        f"boot {i + 1}/{rounds} of {guest} {arch}: shell at {shell.t:.2f} s"
+                        if shell
+                        else f"boot {i + 1}/{rounds} of {guest} {arch} done"
+                    )
         per_milestone: dict[str, list[float]] = {}
         per_phase: dict[str, list[float]] = {}
         for b in boots:

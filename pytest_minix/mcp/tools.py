@@ -46,10 +46,8 @@ minix://sessions/{session}/serial-log; the last claims report is minix://claims/
 Guest = Annotated[str, Field(description=GUESTS_HELP, min_length=1, max_length=64)]
 Arch = Annotated[str, Field(description=ARCH_HELP, min_length=1, max_length=16)]
 SessionId = Annotated[str, Field(description="a session id returned by boot", min_length=1, max_length=64)]
-Command = Annotated[str, Field(description="a POSIX shell command, run in the guest", min_length=1,
-                               max_length=65536)]  # fmt: skip
-Memory = Annotated[int | None, Field(description="guest RAM in MiB (default: the guest's own)", ge=16,
-                                     le=65536)]  # fmt: skip
+Command = Annotated[str, Field(description="a POSIX shell command, run in the guest", min_length=1, max_length=65536)]
+Memory = Annotated[int | None, Field(description="guest RAM in MiB (default: the guest's own)", ge=16, le=65536)]
 SnapName = Annotated[str, Field(description="snapshot name", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
@@ -59,8 +57,9 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
 
     server = MCPServer(name="pytest-minix", instructions=INSTRUCTIONS, version=harness_version())
 
-    async def call(fn: Callable[..., T], *args: Any, timeout: float, what: str,
-                   on_timeout: Callable[[], None] | None = None) -> T:  # fmt: skip
+    async def call(
+        fn: Callable[..., T], *args: Any, timeout: float, what: str, on_timeout: Callable[[], None] | None = None
+    ) -> T:
         """Run a blocking harness call in a thread; its errors and overruns become tool errors."""
         try:
             with anyio.fail_after(timeout):
@@ -108,8 +107,12 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
     @server.tool()
     async def list_sessions() -> dict[str, Any]:
         """The open sessions: guest, arch, accelerator, QEMU pid, serial log, snapshots."""
-        return {"sessions": manager.describe_records(), "max_vms": manager.limits.max_vms, "server_pid": os.getpid(),
-                "log_dir": str(manager.log_dir)}  # fmt: skip
+        return {
+            "sessions": manager.describe_records(),
+            "max_vms": manager.limits.max_vms,
+            "server_pid": os.getpid(),
+            "log_dir": str(manager.log_dir),
+        }
 
     @server.tool()
     async def boot(
@@ -127,10 +130,15 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
             return serial_log(sid)
 
         # Listed (resources/list) from now on, and readable after shutdown too.
-        server.add_resource(FunctionResource.from_function(
-            session_log, uri=f"minix://sessions/{sid}/serial-log", name=f"serial-log-{sid}",
-            description=f"Serial console log of session {sid} ({guest} {arch}), the last MiB",
-            mime_type="text/plain"))  # fmt: skip
+        server.add_resource(
+            FunctionResource.from_function(
+                session_log,
+                uri=f"minix://sessions/{sid}/serial-log",
+                name=f"serial-log-{sid}",
+                description=f"Serial console log of session {sid} ({guest} {arch}), the last MiB",
+                mime_type="text/plain",
+            )
+        )
         return booted
 
     @server.tool()
@@ -157,8 +165,18 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         """Boot fresh VMs ``rounds`` times; statistics of each boot milestone and phase (seconds from start)."""
         op = f"profile-{secrets.token_hex(4)}"
         progress = reporter(ctx) if ctx is not None else None
-        return await call(manager.profile_boot, guest, arch, rounds, memory, op, progress, timeout=timeout,
-                          what=f"profile_boot {guest} {arch}", on_timeout=lambda: manager.abort(op))  # fmt: skip
+        return await call(
+            manager.profile_boot,
+            guest,
+            arch,
+            rounds,
+            memory,
+            op,
+            progress,
+            timeout=timeout,
+            what=f"profile_boot {guest} {arch}",
+            on_timeout=lambda: manager.abort(op),
+        )
 
     @server.tool()
     async def trace_syscalls(
@@ -167,8 +185,9 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0,
     ) -> dict[str, Any]:
         """System-call frequency profile of a command (MINIX trace(1)); says why when the guest has no tracer."""
-        return await call(manager.trace_syscalls, session, command, timeout, timeout=timeout + 60,
-                          what="trace_syscalls")  # fmt: skip
+        return await call(
+            manager.trace_syscalls, session, command, timeout, timeout=timeout + 60, what="trace_syscalls"
+        )
 
     @server.tool()
     async def monitor_memory(
@@ -177,8 +196,9 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         interval: Annotated[float, Field(description="seconds between samples", ge=0.2, le=60)] = 1.0,
     ) -> dict[str, Any]:
         """A time series of the guest's /proc/meminfo, QEMU's host RSS and page faults, and KVM counters."""
-        return await call(manager.monitor_memory, session, seconds, interval, timeout=seconds + 120,
-                          what="monitor_memory")  # fmt: skip
+        return await call(
+            manager.monitor_memory, session, seconds, interval, timeout=seconds + 120, what="monitor_memory"
+        )
 
     @server.tool()
     async def check_claims(
@@ -195,8 +215,18 @@ def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> An
         the measured figure beside the claimed one, as in the pytest report."""
         op = f"claims-{secrets.token_hex(4)}"
         progress = reporter(ctx) if ctx is not None else None
-        return await call(manager.check_claims, guest, arch, ids or (), boot_rounds, op, progress, timeout=timeout,
-                          what=f"check_claims {guest} {arch}", on_timeout=lambda: manager.abort(op))  # fmt: skip
+        return await call(
+            manager.check_claims,
+            guest,
+            arch,
+            ids or (),
+            boot_rounds,
+            op,
+            progress,
+            timeout=timeout,
+            what=f"check_claims {guest} {arch}",
+            on_timeout=lambda: manager.abort(op),
+        )
 
     @server.tool()
     async def snapshot(session: SessionId, name: SnapName = "snap") -> dict[str, Any]:

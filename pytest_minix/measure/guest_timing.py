@@ -95,8 +95,17 @@ def per_op(work_s: Sequence[float], base_s: Sequence[float], ops: int, scale: fl
     return [(w - b) / ops * scale for w, b in zip(work_s, base_s, strict=True)]
 
 
-def choose_count(pilot_work_s: float, pilot_base_s: float, pilot_ops: int, target_s: float, *,
-                 base_count: int | None, per_count: int = 1, lo: int = 2, hi: int = 10**7) -> int | None:  # fmt: skip
+def choose_count(
+    pilot_work_s: float,
+    pilot_base_s: float,
+    pilot_ops: int,
+    target_s: float,
+    *,
+    base_count: int | None,
+    per_count: int = 1,
+    lo: int = 2,
+    hi: int = 10**7,
+) -> int | None:
     """The count whose workload exceeds its baseline by about ``target_s``, from one pilot pair.
 
     None if the pilot's difference was not positive (too small to extrapolate from: run a
@@ -124,5 +133,14 @@ def us_to_cycles(us: float, mhz: float) -> float:
     return us * mhz
 
 
-__all__ = ["DdRecords", "choose_count", "cpu_mhz", "dd_mismatch", "dd_records", "median", "ops_in", "per_op",
-           "us_to_cycles"]  # fmt: skip
+__all__ = [
+    "DdRecords",
+    "choose_count",
+    "cpu_mhz",
+    "dd_mismatch",
+    "dd_records",
+    "median",
+    "ops_in",
+    "per_op",
+    "us_to_cycles",
+]

@@ -272,22 +272,46 @@ def cpu_state_mismatches(state: CpuState, regs: dict[str, int]) -> list[str]:
 
     The SYSENTER fields sit between the IDT and CR0 in the stream, so agreement on the registers
     before and after them shows the offsets are right."""
-    want: dict[str, int] = {"EIP": state.eip, "EFL": state.eflags, "CR0": state.cr0, "CR2": state.cr2,
-                            "CR3": state.cr3, "CR4": state.cr4}  # fmt: skip
+    want: dict[str, int] = {
+        "EIP": state.eip,
+        "EFL": state.eflags,
+        "CR0": state.cr0,
+        "CR2": state.cr2,
+        "CR3": state.cr3,
+        "CR4": state.cr4,
+    }
     want.update(zip(_QEMU_REG_ORDER, state.regs, strict=True))
     for name in ("CS", "SS", "DS", "TR"):
         want[name], want[f"{name}_BASE"], want[f"{name}_LIMIT"] = state.segs[name][:3]
     for name in ("GDT", "IDT"):
         want[f"{name}_BASE"], want[f"{name}_LIMIT"] = state.segs[name][1:3]
-    return [f"{k}: stream 0x{v:x}, info registers " + (f"0x{regs[k]:x}" if k in regs else "absent")
-            for k, v in want.items() if regs.get(k) != v]  # fmt: skip
+    return [
+        f"{k}: stream 0x{v:x}, info registers " + (f"0x{regs[k]:x}" if k in regs else "absent")
+        for k, v in want.items()
+        if regs.get(k) != v
+    ]
 
 
 __all__ = [
-    "CR4_PAE", "CR4_PSE", "EFER_SCE", "GATE_KINDS", "CpuState", "Gate", "Mapping", "TlbEntry", "cpu_state_mismatches",
-    "decode_idt", "idt_location", "kernel_vbase", "parse_cpu_states", "parse_hmp_words", "parse_info_mem",
-    "parse_info_tlb", "parse_registers", "user_vectors",
-]  # fmt: skip
+    "CR4_PAE",
+    "CR4_PSE",
+    "EFER_SCE",
+    "GATE_KINDS",
+    "CpuState",
+    "Gate",
+    "Mapping",
+    "TlbEntry",
+    "cpu_state_mismatches",
+    "decode_idt",
+    "idt_location",
+    "kernel_vbase",
+    "parse_cpu_states",
+    "parse_hmp_words",
+    "parse_info_mem",
+    "parse_info_tlb",
+    "parse_registers",
+    "user_vectors",
+]
 
 
 # -- the kernel's boot image table ----------------------------------------------------------

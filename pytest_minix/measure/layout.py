@@ -40,8 +40,10 @@ from pytest_minix.measure.measurement import Measurement
 from pytest_minix.measure.metrics import MetricContext, _unmeasurable, count_boot_image_processes, metric
 
 CR0_PG = 1 << 31
-_NOT_I386 = ("i386 only: {what}; on ARM there is no IDT or x86 paging, and QEMU 7.2's monitor has no "
-             "'info mem'/'info tlb' for ARM guests")  # fmt: skip
+_NOT_I386 = (
+    "i386 only: {what}; on ARM there is no IDT or x86 paging, and QEMU 7.2's monitor has no "
+    "'info mem'/'info tlb' for ARM guests"
+)
 
 
 def read_registers(vm: VM) -> dict[str, int]:
@@ -73,8 +75,16 @@ def read_idt(vm: VM) -> tuple[list[Gate], dict[str, Any]]:
 
 
 def _gate_list(gates: list[Gate]) -> list[dict[str, Any]]:
-    return [{"vector": g.vector, "hex": f"0x{g.vector:02x}", "kind": g.kind, "selector": f"0x{g.selector:04x}",
-             "offset": f"0x{g.offset:08x}"} for g in gates]  # fmt: skip
+    return [
+        {
+            "vector": g.vector,
+            "hex": f"0x{g.vector:02x}",
+            "kind": g.kind,
+            "selector": f"0x{g.selector:04x}",
+            "offset": f"0x{g.offset:08x}",
+        }
+        for g in gates
+    ]
 
 
 @metric("syscall.user_vectors", "count", "count", "IDT gates user mode may raise with INT n (present, DPL 3)")
@@ -86,10 +96,14 @@ def syscall_user_vectors(ctx: MetricContext) -> Measurement:
     gates, where = read_idt(vm)
     users = user_vectors(gates)
     listing = ", ".join(f"0x{g.vector:02x} ({g.kind})" for g in users) or "none"
-    return Measurement(mid, "count", [float(len(users))], ctx.conditions(vm),
-                       note=f"present DPL-3 gates of the IDT at IDTR of CPU 0, read from guest memory: {listing}",
-                       extra={**where, "user_vectors": _gate_list(users),
-                              "present_gates": sum(g.present for g in gates)})  # fmt: skip
+    return Measurement(
+        mid,
+        "count",
+        [float(len(users))],
+        ctx.conditions(vm),
+        note=f"present DPL-3 gates of the IDT at IDTR of CPU 0, read from guest memory: {listing}",
+        extra={**where, "user_vectors": _gate_list(users), "present_gates": sum(g.present for g in gates)},
+    )
 
 
 @metric("syscall.int80_user_gate", "flag", "flag", "IDT vector 0x80 is present with DPL 3 (INT 0x80 callable)")
@@ -102,11 +116,17 @@ def syscall_int80_user_gate(ctx: MetricContext) -> Measurement:
     users = user_vectors(gates)
     yes = any(g.vector == 0x80 for g in users)
     g80 = next((g for g in gates if g.vector == 0x80), None)
-    return Measurement(mid, "flag", [1.0 if yes else 0.0], ctx.conditions(vm),
-                       note="vector 0x80: " + (g80.describe() + (" present" if g80.present else " not present")
-                                               if g80 else "beyond the IDT limit")
-                       + "; user vectors: " + (", ".join(f"0x{g.vector:02x}" for g in users) or "none"),
-                       extra={**where, "user_vectors": _gate_list(users)})  # fmt: skip
+    return Measurement(
+        mid,
+        "flag",
+        [1.0 if yes else 0.0],
+        ctx.conditions(vm),
+        note="vector 0x80: "
+        + (g80.describe() + (" present" if g80.present else " not present") if g80 else "beyond the IDT limit")
+        + "; user vectors: "
+        + (", ".join(f"0x{g.vector:02x}" for g in users) or "none"),
+        extra={**where, "user_vectors": _gate_list(users)},
+    )
 
 
 # -- SYSENTER / SYSCALL -------------------------------------------------------------------------
@@ -146,8 +166,9 @@ def read_cpu_state(vm: VM) -> tuple[CpuState, dict[str, int]]:
         if states and not (bad := cpu_state_mismatches(states[0], regs)):
             return states[0], regs
         tried.append(f"{word}-byte words: " + ("no cpu section" if not states else "; ".join(bad[:3])))
-    raise HarnessError("QEMU's cpu state did not match info registers taken at the same instant (" +
-                       " | ".join(tried) + ")")  # fmt: skip
+    raise HarnessError(
+        "QEMU's cpu state did not match info registers taken at the same instant (" + " | ".join(tried) + ")"
+    )
 
 
 def _cpuinfo_flags(vm: VM) -> list[str] | str:
@@ -163,8 +184,12 @@ def _cpuinfo_flags(vm: VM) -> list[str] | str:
     return "no flags line in /proc/cpuinfo"
 
 
-@metric("syscall.fast_paths_unused", "flag", "flag",
-        "SYSENTER_CS and EFER.SCE left unset by the running kernel (read from QEMU's CPU state)")  # fmt: skip
+@metric(
+    "syscall.fast_paths_unused",
+    "flag",
+    "flag",
+    "SYSENTER_CS and EFER.SCE left unset by the running kernel (read from QEMU's CPU state)",
+)
 def syscall_fast_paths_unused(ctx: MetricContext) -> Measurement:
     mid = "syscall.fast_paths_unused"
     if ctx.arch != "i386":
@@ -174,20 +199,28 @@ def syscall_fast_paths_unused(ctx: MetricContext) -> Measurement:
     try:
         state, regs = read_cpu_state(vm)
     except (HarnessError, QMPError, ValueError) as e:
-        return _unmeasurable(ctx, mid, "flag", f"the SYSENTER MSRs could not be read: QEMU 7.2's monitor does not "
-                             f"show them and its device-state stream gave no usable cpu section ({e})")  # fmt: skip
+        return _unmeasurable(
+            ctx,
+            mid,
+            "flag",
+            f"the SYSENTER MSRs could not be read: QEMU 7.2's monitor does not "
+            f"show them and its device-state stream gave no usable cpu section ({e})",
+        )
     # SYSENTER raises #GP while IA32_SYSENTER_CS[15:2] is 0; SYSCALL raises #UD while EFER.SCE is 0.
     # So both unset means neither instruction can enter this kernel.
     sysenter_on = (state.sysenter_cs & 0xFFFC) != 0
     efer = regs.get("EFER", 0)
     syscall_on = bool(efer & EFER_SCE)
     extra: dict[str, Any] = {
-        "cpu": feats, "cpu_state_words": state.word,
-        "sysenter_cs": f"0x{state.sysenter_cs:x}", "sysenter_esp": f"0x{state.sysenter_esp:x}",
-        "sysenter_eip": f"0x{state.sysenter_eip:x}", "efer": f"0x{efer:x}",
+        "cpu": feats,
+        "cpu_state_words": state.word,
+        "sysenter_cs": f"0x{state.sysenter_cs:x}",
+        "sysenter_esp": f"0x{state.sysenter_esp:x}",
+        "sysenter_eip": f"0x{state.sysenter_eip:x}",
+        "efer": f"0x{efer:x}",
         "guest_cpuinfo_flags": _cpuinfo_flags(vm),
         "star": "not readable: QEMU keeps STAR in the x86_64 target's state stream only; EFER.SCE decides SYSCALL",
-    }  # fmt: skip
+    }
     offered = (
         f"{feats['model']} offers SEP={'yes' if feats['sep'] else 'no'}, SYSCALL={'yes' if feats['syscall'] else 'no'}"
     )
@@ -196,8 +229,10 @@ def syscall_fast_paths_unused(ctx: MetricContext) -> Measurement:
     value = 0.0 if sysenter_on or syscall_on else 1.0
     inconclusive = None
     if value == 1.0 and not feats["sep"] and not feats["syscall"]:
-        inconclusive = (f"the CPU model {feats['model']} offers neither SEP nor SYSCALL, so the kernel could not "
-                        "have set up either; run with a -cpu that offers them")  # fmt: skip
+        inconclusive = (
+            f"the CPU model {feats['model']} offers neither SEP nor SYSCALL, so the kernel could not "
+            "have set up either; run with a -cpu that offers them"
+        )
     elif value == 1.0 and not (feats["sep"] and feats["syscall"]):
         note += "; only the offered instruction was the kernel's choice"
     return Measurement(mid, "flag", [value], ctx.conditions(vm), note=note, inconclusive=inconclusive, extra=extra)
@@ -225,19 +260,32 @@ def mem_kernel_vbase(ctx: MetricContext) -> Measurement:
     maps = parse_info_mem(vm.qmp.hmp("info mem"))
     base = kernel_vbase(maps)
     if base is None:
-        return _unmeasurable(ctx, mid, "address", f"info mem showed {len(maps)} mappings at CR3=0x{regs['CR3']:x}, "
-                             "none of them supervisor-only")  # fmt: skip
+        return _unmeasurable(
+            ctx,
+            mid,
+            "address",
+            f"info mem showed {len(maps)} mappings at CR3=0x{regs['CR3']:x}, none of them supervisor-only",
+        )
     below = [m for m in maps if m.user and m.end <= base]
     above = [m for m in maps if m.user and m.start >= base]
-    return Measurement(mid, "address", [float(base)], ctx.conditions(vm),
-                       note="start of the lowest supervisor-only mapping (no U bit) in the page tables at CR3, "
-                       "read with info mem while the guest idles at its shell prompt: the CPU is then in the shell "
-                       "or in the kernel, and every address space maps the kernel; "
-                       f"{len(below)} user mappings lie below it, {len(above)} above",
-                       extra={"cr3": f"0x{regs['CR3']:x}", "cpl": regs.get("CPL"), "mappings": len(maps),
-                              "highest_user_end_below": f"0x{max(m.end for m in below):08x}" if below else None,
-                              "user_above": [m.describe() for m in above[:20]],
-                              "first_supervisor": [m.describe() for m in _supervisor(maps)[:10]]})  # fmt: skip
+    return Measurement(
+        mid,
+        "address",
+        [float(base)],
+        ctx.conditions(vm),
+        note="start of the lowest supervisor-only mapping (no U bit) in the page tables at CR3, "
+        "read with info mem while the guest idles at its shell prompt: the CPU is then in the shell "
+        "or in the kernel, and every address space maps the kernel; "
+        f"{len(below)} user mappings lie below it, {len(above)} above",
+        extra={
+            "cr3": f"0x{regs['CR3']:x}",
+            "cpl": regs.get("CPL"),
+            "mappings": len(maps),
+            "highest_user_end_below": f"0x{max(m.end for m in below):08x}" if below else None,
+            "user_above": [m.describe() for m in above[:20]],
+            "first_supervisor": [m.describe() for m in _supervisor(maps)[:10]],
+        },
+    )
 
 
 def _supervisor(maps: list[Mapping]) -> list[Mapping]:
@@ -261,16 +309,30 @@ def mem_pse_unused(ctx: MetricContext) -> Measurement:
     inconclusive = None
     if pae:
         # PAE paging ignores CR4.PSE and its PS bit makes 2 MiB pages: 4 MiB pages cannot exist.
-        inconclusive = (f"CR4.PAE is set: the guest uses PAE paging, whose large pages are 2 MiB; the claim's "
-                        f"4 MiB PSE pages do not exist in this mode ({len(large)} 2 MiB entries seen)")  # fmt: skip
-    return Measurement(mid, "flag", [value], ctx.conditions(vm), inconclusive=inconclusive,
-                       note=f"CR4=0x{cr4:08x} (PSE {'set' if pse else 'clear'}, PAE {'set' if pae else 'clear'}); "
-                       f"{len(large)} of {len(entries)} present leaf entries of info tlb (page tables at CR3) are "
-                       f"{size} pages",
-                       extra={"cr4": f"0x{cr4:08x}", "cr3": f"0x{regs['CR3']:x}", "pse": pse, "pae": pae,
-                              "entries": len(entries), "large_pages": len(large),
-                              "large_first": [f"{e.vaddr:08x} -> {e.paddr:08x} {e.flags}" for e in large[:10]],
-                              "tlb_head": text.splitlines()[:10]})  # fmt: skip
+        inconclusive = (
+            f"CR4.PAE is set: the guest uses PAE paging, whose large pages are 2 MiB; the claim's "
+            f"4 MiB PSE pages do not exist in this mode ({len(large)} 2 MiB entries seen)"
+        )
+    return Measurement(
+        mid,
+        "flag",
+        [value],
+        ctx.conditions(vm),
+        inconclusive=inconclusive,
+        note=f"CR4=0x{cr4:08x} (PSE {'set' if pse else 'clear'}, PAE {'set' if pae else 'clear'}); "
+        f"{len(large)} of {len(entries)} present leaf entries of info tlb (page tables at CR3) are "
+        f"{size} pages",
+        extra={
+            "cr4": f"0x{cr4:08x}",
+            "cr3": f"0x{regs['CR3']:x}",
+            "pse": pse,
+            "pae": pae,
+            "entries": len(entries),
+            "large_pages": len(large),
+            "large_first": [f"{e.vaddr:08x} -> {e.paddr:08x} {e.flags}" for e in large[:10]],
+            "tlb_head": text.splitlines()[:10],
+        },
+    )
 
 
 __all__ = ["read_cpu_state", "read_idt", "read_registers", "read_virtual"]
@@ -309,9 +371,19 @@ def boot_processes(ctx: MetricContext) -> Measurement:
     tasks = [p.name for p in created if p.kernel_task]
     modules = [p.name for p in created if not p.kernel_task]
     ps = vm.shell.run("ps -ax", timeout=60).stdout
-    return Measurement(mid, "count", [float(len(created))], ctx.conditions(vm),
-                       note=f"entries of the kernel's image[] table that kmain set up: {len(tasks)} kernel tasks "
-                       f"({', '.join(tasks)}) + {len(modules)} boot-module processes ({', '.join(modules)}); "
-                       f"read at 0x{addr:08x} ({size} bytes) with {how}",
-                       extra={"kernel_tasks": tasks, "boot_modules": modules, "entries": [p.__dict__ for p in procs],
-                              "ps_boot_lines": count_boot_image_processes(ps), "ps": ps})  # fmt: skip
+    return Measurement(
+        mid,
+        "count",
+        [float(len(created))],
+        ctx.conditions(vm),
+        note=f"entries of the kernel's image[] table that kmain set up: {len(tasks)} kernel tasks "
+        f"({', '.join(tasks)}) + {len(modules)} boot-module processes ({', '.join(modules)}); "
+        f"read at 0x{addr:08x} ({size} bytes) with {how}",
+        extra={
+            "kernel_tasks": tasks,
+            "boot_modules": modules,
+            "entries": [p.__dict__ for p in procs],
+            "ps_boot_lines": count_boot_image_processes(ps),
+            "ps": ps,
+        },
+    )

@@ -59,15 +59,25 @@ def mem_free_ram(ctx: MetricContext) -> Measurement:
         return _unmeasurable(ctx, "mem.free_ram", "MiB", f"/proc/meminfo has an unknown format: {text[:80]!r}")
     # A workload that holds memory: 8 MiB written to /tmp (tmpfs on the reference guest, a RAM disk on
     # the MINIX live CD) and read back.
-    vm.shell.run("dd if=/dev/zero of=/tmp/.pm-mem bs=65536 count=128 2>/dev/null; cat /tmp/.pm-mem > /dev/null",
-                 timeout=120).check()  # fmt: skip
+    vm.shell.run(
+        "dd if=/dev/zero of=/tmp/.pm-mem bs=65536 count=128 2>/dev/null; cat /tmp/.pm-mem > /dev/null", timeout=120
+    ).check()
     during, _ = free()
     vm.shell.run("rm -f /tmp/.pm-mem", timeout=30)
     after, _ = free()
-    return Measurement("mem.free_ram", "MiB", [before], ctx.conditions(vm),
-                       note="MemAvailable on Linux; free pages x page size on MINIX",
-                       extra={"after_boot": before, "with_8MiB_in_tmp": during, "after_cleanup": after,
-                              "total": meminfo_total_mib(text)})  # fmt: skip
+    return Measurement(
+        "mem.free_ram",
+        "MiB",
+        [before],
+        ctx.conditions(vm),
+        note="MemAvailable on Linux; free pages x page size on MINIX",
+        extra={
+            "after_boot": before,
+            "with_8MiB_in_tmp": during,
+            "after_cleanup": after,
+            "total": meminfo_total_mib(text),
+        },
+    )
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -94,10 +104,20 @@ def mem_host_rss(ctx: MetricContext) -> Measurement:
     status = proc_status(pid)
     rss_kib = int(status["VmRSS"].split()[0])
     minor, major = qemu_faults(pid)
-    return Measurement("mem.host_rss", "MiB", [rss_kib / 1024], ctx.conditions(vm),
-                       note="QEMU's VmRSS: the guest RAM it has touched plus QEMU's own code and buffers",
-                       extra={"VmRSS_kB": rss_kib, "VmHWM": status.get("VmHWM"), "minor_faults": minor,
-                              "major_faults": major, "guest_ram_mib": vm.machine.spec.memory})  # fmt: skip
+    return Measurement(
+        "mem.host_rss",
+        "MiB",
+        [rss_kib / 1024],
+        ctx.conditions(vm),
+        note="QEMU's VmRSS: the guest RAM it has touched plus QEMU's own code and buffers",
+        extra={
+            "VmRSS_kB": rss_kib,
+            "VmHWM": status.get("VmHWM"),
+            "minor_faults": minor,
+            "major_faults": major,
+            "guest_ram_mib": vm.machine.spec.memory,
+        },
+    )
 
 
 @metric("mem.host_faults", "count", "count", "page faults of the QEMU process on the host since it started")
@@ -106,9 +126,14 @@ def mem_host_faults(ctx: MetricContext) -> Measurement:
     if vm.machine.pid is None:
         return _unmeasurable(ctx, "mem.host_faults", "count", "QEMU is not running")
     minor, major = qemu_faults(vm.machine.pid)
-    return Measurement("mem.host_faults", "count", [float(minor + major)], ctx.conditions(vm),
-                       note="minor + major faults of the QEMU process (host view, not the guest's own faults)",
-                       extra={"minor": minor, "major": major})  # fmt: skip
+    return Measurement(
+        "mem.host_faults",
+        "count",
+        [float(minor + major)],
+        ctx.conditions(vm),
+        note="minor + major faults of the QEMU process (host view, not the guest's own faults)",
+        extra={"minor": minor, "major": major},
+    )
 
 
 def kvm_stats(vm: VM, target: str) -> dict[str, float]:
@@ -129,8 +154,14 @@ def mem_guest_page_faults(ctx: MetricContext) -> Measurement:
         return _unmeasurable(ctx, "mem.guest_page_faults", "count", why)
     totals = kvm_stats(vm, "vcpu")
     pf = sum(v for k, v in totals.items() if k in ("pf_taken", "pf_guest", "pf_fixed"))
-    return Measurement("mem.guest_page_faults", "count", [float(pf)], ctx.conditions(vm),
-                       note="sum over vCPUs of KVM's page-fault counters", extra={"vcpu_stats": totals})  # fmt: skip
+    return Measurement(
+        "mem.guest_page_faults",
+        "count",
+        [float(pf)],
+        ctx.conditions(vm),
+        note="sum over vCPUs of KVM's page-fault counters",
+        extra={"vcpu_stats": totals},
+    )
 
 
 # How long a min_ram trial may stay silent once it has printed: a clean boot's longest gap
@@ -214,9 +245,14 @@ def mem_min_ram(ctx: MetricContext) -> Measurement:
         else:
             lo = mid
     # The true minimum lies in (lo, hi]; hi, the smallest size seen to work, is the figure.
-    return Measurement("mem.min_ram", "MiB", [float(hi)], ctx.conditions(),
-                       note=f"bisection to 2 MiB: boots cleanly with {hi} MiB, not with {lo} MiB",
-                       extra={"trials": log, "fails_at_mib": lo})  # fmt: skip
+    return Measurement(
+        "mem.min_ram",
+        "MiB",
+        [float(hi)],
+        ctx.conditions(),
+        note=f"bisection to 2 MiB: boots cleanly with {hi} MiB, not with {lo} MiB",
+        extra={"trials": log, "fails_at_mib": lo},
+    )
 
 
 def elf_text_size(path: Path) -> tuple[int, dict[str, int]]:
@@ -228,8 +264,9 @@ def elf_text_size(path: Path) -> tuple[int, dict[str, int]]:
     with open(path, "rb") as f:
         try:
             elf = ELFFile(f)
-            sections = {s.name: int(s["sh_size"]) for s in elf.iter_sections()
-                        if int(s["sh_flags"]) & SH_FLAGS.SHF_EXECINSTR}  # fmt: skip
+            sections = {
+                s.name: int(s["sh_size"]) for s in elf.iter_sections() if int(s["sh_flags"]) & SH_FLAGS.SHF_EXECINSTR
+            }
         except ELFError as exc:
             raise ValueError(f"{path} is not an ELF file ({exc})") from None
     return sum(sections.values()), sections
@@ -243,8 +280,12 @@ def mem_kernel_text(ctx: MetricContext) -> Measurement:
     try:
         size, sections = elf_text_size(Path(kernel))
     except ValueError as exc:
-        return _unmeasurable(ctx, "mem.kernel_text", "KiB",
-                             f"the kernel has no ELF section headers to measure: {exc}")  # fmt: skip
-    return Measurement("mem.kernel_text", "KiB", [size / 1024], ctx.conditions(),
-                       note="sum of the kernel ELF's executable sections (SHF_EXECINSTR)",
-                       extra={"sections": sections, "kernel": str(kernel)})  # fmt: skip
+        return _unmeasurable(ctx, "mem.kernel_text", "KiB", f"the kernel has no ELF section headers to measure: {exc}")
+    return Measurement(
+        "mem.kernel_text",
+        "KiB",
+        [size / 1024],
+        ctx.conditions(),
+        note="sum of the kernel ELF's executable sections (SHF_EXECINSTR)",
+        extra={"sections": sections, "kernel": str(kernel)},
+    )

@@ -73,10 +73,14 @@ def harness_version() -> str:
 def conditions_of(vm: VM, image_sha256: str = "") -> Conditions:
     spec = vm.machine.spec
     return Conditions(
-        guest=vm.profile.name, arch=vm.arch, accel=vm.accel, cpu=spec.config.cpu or f"{spec.config.machine} default",
-        qemu_version=qemu_version(spec.qemu_binary or spec.config.qemu), image_sha256=image_sha256,
+        guest=vm.profile.name,
+        arch=vm.arch,
+        accel=vm.accel,
+        cpu=spec.config.cpu or f"{spec.config.machine} default",
+        qemu_version=qemu_version(spec.qemu_binary or spec.config.qemu),
+        image_sha256=image_sha256,
         harness_version=harness_version(),
-    )  # fmt: skip
+    )
 
 
 # -- boots ------------------------------------------------------------------------------------
@@ -152,13 +156,21 @@ class MetricContext:
 
 
 def _unmeasurable(ctx: MetricContext, m: str, unit: str, reason: str, timing: bool = False) -> Measurement:
-    cond = Conditions(guest=ctx.guest_name, arch=ctx.arch, accel=ctx.pool.accel.requested,
-                      harness_version=harness_version())  # fmt: skip
+    cond = Conditions(
+        guest=ctx.guest_name, arch=ctx.arch, accel=ctx.pool.accel.requested, harness_version=harness_version()
+    )
     return Measurement(m, unit, [], cond, timing=timing, unmeasurable=reason)
 
 
-def _milestone_samples(ctx: MetricContext, metric_id: str, end: str, start: str | None = None, *,
-                       note: str = "", bound: Literal["upper", "lower"] | None = None) -> Measurement:  # fmt: skip
+def _milestone_samples(
+    ctx: MetricContext,
+    metric_id: str,
+    end: str,
+    start: str | None = None,
+    *,
+    note: str = "",
+    bound: Literal["upper", "lower"] | None = None,
+) -> Measurement:
     """Per-boot seconds from ``start`` (default: QMP cont) to milestone ``end``."""
     boots = ctx.boots()
     samples: list[float] = []
@@ -173,12 +185,29 @@ def _milestone_samples(ctx: MetricContext, metric_id: str, end: str, start: str 
     cond = boots[0].conditions
     if missing:
         what = f"'{end}'" + (f" or '{start}'" if start else "")
-        return Measurement(metric_id, "s", samples, cond, timing=True, unmeasurable=(
-            f"milestone {what} was not seen in {len(missing)} of {len(boots)} boots (e.g. {missing[0]})"))  # fmt: skip
+        return Measurement(
+            metric_id,
+            "s",
+            samples,
+            cond,
+            timing=True,
+            unmeasurable=(f"milestone {what} was not seen in {len(missing)} of {len(boots)} boots (e.g. {missing[0]})"),
+        )
     phases = [{p.name: round(p.duration, 4) for p in b.timeline.phases()} for b in boots]
-    return Measurement(metric_id, "s", samples, cond, timing=True, bound=bound, note=note,
-                       extra={"milestones": [b.timeline.as_dict() for b in boots], "phases": phases,
-                              "logs": [b.log_path for b in boots]})  # fmt: skip
+    return Measurement(
+        metric_id,
+        "s",
+        samples,
+        cond,
+        timing=True,
+        bound=bound,
+        note=note,
+        extra={
+            "milestones": [b.timeline.as_dict() for b in boots],
+            "phases": phases,
+            "logs": [b.log_path for b in boots],
+        },
+    )
 
 
 @metric("boot.to_login", "s", "timing", "QMP cont to the first byte of the login prompt, per fresh boot")
@@ -208,8 +237,13 @@ def boot_login_share(ctx: MetricContext) -> Measurement:
 @metric("boot.firmware", "s", "timing", "QMP cont to SeaBIOS's 'Booting from ROM' on its debug console (x86)")
 def boot_firmware(ctx: MetricContext) -> Measurement:
     if ctx.arch != "i386":
-        return _unmeasurable(ctx, "boot.firmware", "s", "QEMU boots the ARM kernel directly (-kernel on -M virt): "
-                             "there is no firmware stage to observe", timing=True)  # fmt: skip
+        return _unmeasurable(
+            ctx,
+            "boot.firmware",
+            "s",
+            "QEMU boots the ARM kernel directly (-kernel on -M virt): there is no firmware stage to observe",
+            timing=True,
+        )
     return _milestone_samples(ctx, "boot.firmware", "firmware", note="SeaBIOS POST until it jumps to the boot ROM")
 
 
@@ -239,8 +273,9 @@ def boot_kernel_ready(ctx: MetricContext) -> Measurement:
     end = _KERNEL_READY.get(ctx.guest_name)
     if end is None:
         return _kernel_banner(ctx, "boot.kernel_ready", relative_to_firmware=False)
-    return _milestone_samples(ctx, "boot.kernel_ready", end,
-                              note="the reference guest's init prints its first line as soon as it runs")  # fmt: skip
+    return _milestone_samples(
+        ctx, "boot.kernel_ready", end, note="the reference guest's init prints its first line as soon as it runs"
+    )
 
 
 @metric("boot.kernel_init", "s", "timing", "firmware hand-over until the kernel hands over to its first process")
@@ -249,9 +284,15 @@ def boot_kernel_init(ctx: MetricContext) -> Measurement:
     if end is None:
         return _kernel_banner(ctx, "boot.kernel_init", relative_to_firmware=True)
     start = "firmware" if ctx.arch == "i386" else None
-    return _milestone_samples(ctx, "boot.kernel_init", end, start, bound="upper",
-                              note="includes the boot ROM loading the kernel and initrd, and kernel decompression"
-                              + ("" if start else "; on ARM measured from QMP cont (no firmware stage)"))  # fmt: skip
+    return _milestone_samples(
+        ctx,
+        "boot.kernel_init",
+        end,
+        start,
+        bound="upper",
+        note="includes the boot ROM loading the kernel and initrd, and kernel decompression"
+        + ("" if start else "; on ARM measured from QMP cont (no firmware stage)"),
+    )
 
 
 def _kernel_banner(ctx: MetricContext, metric_id: str, *, relative_to_firmware: bool) -> Measurement:
@@ -262,8 +303,9 @@ def _kernel_banner(ctx: MetricContext, metric_id: str, *, relative_to_firmware: 
     boots that reach a shell.
     """
     if ctx.guest_name != "minix":
-        return _unmeasurable(ctx, metric_id, "s", f"no kernel-ready marker is defined for guest {ctx.guest_name!r}",
-                             timing=True)  # fmt: skip
+        return _unmeasurable(
+            ctx, metric_id, "s", f"no kernel-ready marker is defined for guest {ctx.guest_name!r}", timing=True
+        )
     if ctx.arch != "i386":
         return _unmeasurable(ctx, metric_id, "s", "the ARM lane does not boot here", timing=True)
     banner = next((m for m in ctx.pool.profile.markers if m.name == "kernel"), None)
@@ -286,21 +328,36 @@ def _kernel_banner(ctx: MetricContext, metric_id: str, *, relative_to_firmware: 
                 dbg = machine.debugcon
                 rom = next((ln for ln in dbg.head() if ln.text.startswith("Booting from ROM")), None) if dbg else None
                 if rom is None:
-                    return _unmeasurable(ctx, metric_id, "s", "SeaBIOS's 'Booting from ROM' line was not seen",
-                                         timing=True)  # fmt: skip
+                    return _unmeasurable(
+                        ctx, metric_id, "s", "SeaBIOS's 'Booting from ROM' line was not seen", timing=True
+                    )
                 t -= rom.t
             samples.append(t)
             logs.append(str(machine.serial_log))
-            cond = Conditions(guest="minix", arch=ctx.arch, accel=spec.accel, cpu=spec.config.cpu or "pc default",
-                              qemu_version=qemu_version(spec.qemu_binary or spec.config.qemu),
-                              image_sha256=ctx.image_sha256(), harness_version=harness_version())  # fmt: skip
+            cond = Conditions(
+                guest="minix",
+                arch=ctx.arch,
+                accel=spec.accel,
+                cpu=spec.config.cpu or "pc default",
+                qemu_version=qemu_version(spec.qemu_binary or spec.config.qemu),
+                image_sha256=ctx.image_sha256(),
+                harness_version=harness_version(),
+            )
         finally:
             machine.shutdown()
     assert cond is not None
-    return Measurement(metric_id, "s", samples, cond, timing=True, bound="upper" if relative_to_firmware else None,
-                       note="the kernel's own banner (announce(), just before the first process runs), printed "
-                       "on COM1 by the kernel with cttyline=0" + ("; includes the boot ROM loading the kernel and "
-                       "modules" if relative_to_firmware else ""), extra={"logs": logs})  # fmt: skip
+    return Measurement(
+        metric_id,
+        "s",
+        samples,
+        cond,
+        timing=True,
+        bound="upper" if relative_to_firmware else None,
+        note="the kernel's own banner (announce(), just before the first process runs), printed "
+        "on COM1 by the kernel with cttyline=0"
+        + ("; includes the boot ROM loading the kernel and modules" if relative_to_firmware else ""),
+        extra={"logs": logs},
+    )
 
 
 @metric("boot.phases", "count", "count", "distinct boot phases the harness can observe on the console")
@@ -308,10 +365,13 @@ def boot_phases(ctx: MetricContext) -> Measurement:
     boots = ctx.boots()
     counts = [float(len(b.timeline.phases())) for b in boots]
     names = [m.name for m in boots[0].timeline.milestones]
-    why = (f"the harness can only count phases between its own markers ({' -> '.join(names)}); the whitepaper's "
-           "phases (bootloader ... shell ready) are not defined by anything the guest prints")  # fmt: skip
-    return Measurement("boot.phases", "count", counts, boots[0].conditions, inconclusive=why,
-                       extra={"milestones": names})  # fmt: skip
+    why = (
+        f"the harness can only count phases between its own markers ({' -> '.join(names)}); the whitepaper's "
+        "phases (bootloader ... shell ready) are not defined by anything the guest prints"
+    )
+    return Measurement(
+        "boot.phases", "count", counts, boots[0].conditions, inconclusive=why, extra={"milestones": names}
+    )
 
 
 _PS_BOOT = re.compile(r"^\s*\d+\s+\S+\s+\S+\s+[\d:.]+\s+(\[[^\]]+\]|\([^)]+\))\s*$")
@@ -342,36 +402,56 @@ def mem_total_ram(ctx: MetricContext) -> Measurement:
     mib = meminfo_total_mib(text)
     if mib is None:
         return _unmeasurable(ctx, "mem.total_ram", "MiB", f"/proc/meminfo has an unknown format: {text[:80]!r}")
-    return Measurement("mem.total_ram", "MiB", [mib], ctx.conditions(vm), extra={"meminfo": text[:2000],
-                       "qemu_memory_mib": vm.machine.spec.memory})  # fmt: skip
+    return Measurement(
+        "mem.total_ram",
+        "MiB",
+        [mib],
+        ctx.conditions(vm),
+        extra={"meminfo": text[:2000], "qemu_memory_mib": vm.machine.spec.memory},
+    )
 
 
 @metric("proc.count", "count", "count", "processes in the guest after boot (entries /proc/<pid>)")
 def proc_count(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     out = vm.shell.run("ls -d /proc/[0-9]* | wc -l", timeout=30).check().stdout.strip()
-    return Measurement("proc.count", "count", [float(out)], ctx.conditions(vm),
-                       note="includes the shell, ls and wc of the measurement itself")  # fmt: skip
+    return Measurement(
+        "proc.count",
+        "count",
+        [float(out)],
+        ctx.conditions(vm),
+        note="includes the shell, ls and wc of the measurement itself",
+    )
 
 
 # -- claims without a method in this version ----------------------------------------------------
 def _no_method(metric_id: str, unit: str, kind: Kind, needs: str) -> None:
     def measure(ctx: MetricContext) -> Measurement:
-        return _unmeasurable(ctx, metric_id, unit, f"no method in this version of pytest-minix: {needs}",
-                             timing=kind == "timing")  # fmt: skip
+        return _unmeasurable(
+            ctx, metric_id, unit, f"no method in this version of pytest-minix: {needs}", timing=kind == "timing"
+        )
 
     METRICS[metric_id] = Metric(metric_id, unit, kind, f"not yet measurable: {needs}", measure)
 
 
 for _id, _unit, _kind, _needs in [
-    ("boot.critical_path", "ms", "timing",
-     "the whitepaper does not say which events bound its 'critical path'; see boot.kernel_ready and boot.to_login"),
+    (
+        "boot.critical_path",
+        "ms",
+        "timing",
+        "the whitepaper does not say which events bound its 'critical path'; see boot.kernel_ready and boot.to_login",
+    ),
     ("ipc.roundtrip", "us", "timing", "a message-passing benchmark inside MINIX"),
     ("mem.resident", "MiB", "size", "MINIX's per-process memory accounting after boot"),
     ("mem.tlb_hit_rate", "percent", "ratio", "TLB statistics, which neither TCG nor KVM's query-stats expose"),
-    ("perf.microkernel_penalty", "percent", "ratio", "the same workload on MINIX and a monolithic kernel on equal "
-     "hardware; two different OSes under TCG do not give a fair ratio"),
-]:  # fmt: skip
+    (
+        "perf.microkernel_penalty",
+        "percent",
+        "ratio",
+        "the same workload on MINIX and a monolithic kernel on equal "
+        "hardware; two different OSes under TCG do not give a fair ratio",
+    ),
+]:
     _no_method(_id, _unit, _kind, _needs)  # type: ignore[arg-type]
 
 __all__ = ["METRICS", "BootRecord", "Metric", "MetricContext", "count_boot_image_processes", "metric_units"]

@@ -77,9 +77,14 @@ def syscall_profile(ctx: MetricContext) -> Measurement:
         per_workload[name] = dict(calls.most_common())
         totals.append(float(sum(calls.values())))
     seen = sorted({c for calls in per_workload.values() for c in calls})
-    return Measurement("syscall.profile", "count", totals, ctx.conditions(vm),
-                       note="calls per workload, children followed (-f); report only",
-                       extra={"per_workload": per_workload, "distinct_calls": seen})  # fmt: skip
+    return Measurement(
+        "syscall.profile",
+        "count",
+        totals,
+        ctx.conditions(vm),
+        note="calls per workload, children followed (-f); report only",
+        extra={"per_workload": per_workload, "distinct_calls": seen},
+    )
 
 
 def _ps_line(ps: str, command: str) -> tuple[int, float] | None:
@@ -181,13 +186,27 @@ def _driver_restart_trials(ctx: MetricContext, vm: VM) -> Measurement:
             time.sleep(BLOCKED_PAUSE_S if state == "blocked" else 0.2)
         stuck = vm.shell.run(STUCK_READERS, timeout=60).stdout.strip()
         after = _ps_line(vm.shell.run("ps -ax", timeout=60).stdout, "/service/random")
-        trials.append({"crash": how.format(pid=before[0]), "crash_status": crash.status, "before": before,
-                       "after": after, "device_before": state_before, "device_states_after": states,
-                       "device_back_after_s": None if back is None else round(back, 3),
-                       "stuck_readers": int(stuck) if stuck.isdigit() else stuck,
-                       "restarted": after is not None and after[0] == before[0] and after[1] <= before[1]})  # fmt: skip
+        trials.append(
+            {
+                "crash": how.format(pid=before[0]),
+                "crash_status": crash.status,
+                "before": before,
+                "after": after,
+                "device_before": state_before,
+                "device_states_after": states,
+                "device_back_after_s": None if back is None else round(back, 3),
+                "stuck_readers": int(stuck) if stuck.isdigit() else stuck,
+                "restarted": after is not None and after[0] == before[0] and after[1] <= before[1],
+            }
+        )
     ok = all(t["device_before"] == "works" and t["device_back_after_s"] is not None for t in trials)
     summary = "; ".join(f"{t['crash']}: {_trial_summary(t)}" for t in trials)
-    return Measurement(mid, "flag", [1.0 if ok else 0.0], ctx.conditions(vm),
-                       note=f"{summary}; each read of /dev/random bounded to {PROBE_WAIT_S} s, polled for "
-                       f"{RESTART_WINDOW_S:.0f} s after the crash", extra={"trials": trials})  # fmt: skip
+    return Measurement(
+        mid,
+        "flag",
+        [1.0 if ok else 0.0],
+        ctx.conditions(vm),
+        note=f"{summary}; each read of /dev/random bounded to {PROBE_WAIT_S} s, polled for "
+        f"{RESTART_WINDOW_S:.0f} s after the crash",
+        extra={"trials": trials},
+    )

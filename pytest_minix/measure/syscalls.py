@@ -92,13 +92,20 @@ class Timed:
         return per_op(self.work_s, self.base_s, self.ops, scale)
 
     def as_extra(self) -> dict[str, Any]:
-        return {"method": "host round-trip time of one shell command running `count` iterations, minus a baseline "
-                "command with the same framing, alternating (ABBA); per op = (work - baseline) / ops",
-                "count": self.count, "ops_per_sample": self.ops, "samples": len(self.work_s),
-                "work_s": [round(x, 6) for x in self.work_s], "baseline_s": [round(x, 6) for x in self.base_s],
-                "baseline_median_s": round(median(self.base_s), 6) if self.base_s else None,
-                "work_cmd": self.work_cmd, "baseline_cmd": self.base_cmd, "pilot": self.pilot,
-                "dd_stderr": self.stderr[:1000]}  # fmt: skip
+        return {
+            "method": "host round-trip time of one shell command running `count` iterations, minus a baseline "
+            "command with the same framing, alternating (ABBA); per op = (work - baseline) / ops",
+            "count": self.count,
+            "ops_per_sample": self.ops,
+            "samples": len(self.work_s),
+            "work_s": [round(x, 6) for x in self.work_s],
+            "baseline_s": [round(x, 6) for x in self.base_s],
+            "baseline_median_s": round(median(self.base_s), 6) if self.base_s else None,
+            "work_cmd": self.work_cmd,
+            "baseline_cmd": self.base_cmd,
+            "pilot": self.pilot,
+            "dd_stderr": self.stderr[:1000],
+        }
 
 
 def _run(vm: VM, cmd: str, timeout: float) -> tuple[float, str | None, str]:
@@ -135,15 +142,24 @@ def time_workload(ctx: MetricContext, vm: VM, label: str, w: Workload, settings:
             return Timed(count, 0, [], [], pilot, w.work(count), w.base(base_of(count)), err or err2, stderr)
         ops = ops_in(count, w.base_count, w.per_count)
         pilot = {"count": count, "work_s": round(tw, 6), "baseline_s": round(tb, 6)}
-        chosen = choose_count(tw, tb, ops, s.target_s, base_count=w.base_count, per_count=w.per_count,
-                              lo=count, hi=w.max_count)  # fmt: skip
+        chosen = choose_count(
+            tw, tb, ops, s.target_s, base_count=w.base_count, per_count=w.per_count, lo=count, hi=w.max_count
+        )
         if count >= w.max_count or (chosen is not None and tw - tb >= s.target_s / 10):
             break
         # Too little difference to extrapolate from reliably: a pilot of about a quarter of the target.
         count = min(w.max_count, max(count * 2, (chosen or count * 40) // 4))
     if chosen is None:
-        return Timed(count, ops, [], [], pilot, w.work(count), w.base(base_of(count)),
-                     f"even {count} iterations did not take longer than the baseline")  # fmt: skip
+        return Timed(
+            count,
+            ops,
+            [],
+            [],
+            pilot,
+            w.work(count),
+            w.base(base_of(count)),
+            f"even {count} iterations did not take longer than the baseline",
+        )
     pilot_count = count
 
     def estimate(n: int) -> float:
@@ -179,9 +195,18 @@ def time_workload(ctx: MetricContext, vm: VM, label: str, w: Workload, settings:
     return Timed(count, ops, work_s, base_s, pilot, work_cmd, base_cmd, None, last_stderr)
 
 
-def _measurement(ctx: MetricContext, vm: VM, metric_id: str, unit: str, t: Timed, *, scale: float = 1e6,
-                 bound: Literal["upper", "lower"] | None = None, note: str = "",
-                 extra: dict[str, Any] | None = None) -> Measurement:  # fmt: skip
+def _measurement(
+    ctx: MetricContext,
+    vm: VM,
+    metric_id: str,
+    unit: str,
+    t: Timed,
+    *,
+    scale: float = 1e6,
+    bound: Literal["upper", "lower"] | None = None,
+    note: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Measurement:
     """The Measurement of timed runs; inconclusive when the work did not stand out from the baseline."""
     if t.error:
         return _unmeasurable(ctx, metric_id, unit, t.error, timing=True)
@@ -189,10 +214,21 @@ def _measurement(ctx: MetricContext, vm: VM, metric_id: str, unit: str, t: Timed
     info = {**t.as_extra(), **(extra or {})}
     inconclusive = None
     if any(x <= 0 for x in samples):
-        inconclusive = (f"{sum(x <= 0 for x in samples)} of {len(samples)} workload runs were not slower than their "
-                        "baseline: host noise exceeds the work; raise Settings.target_s")  # fmt: skip
-    return Measurement(metric_id, unit, samples, ctx.conditions(vm), timing=True, bound=bound, note=note,
-                       inconclusive=inconclusive, extra=info)  # fmt: skip
+        inconclusive = (
+            f"{sum(x <= 0 for x in samples)} of {len(samples)} workload runs were not slower than their "
+            "baseline: host noise exceeds the work; raise Settings.target_s"
+        )
+    return Measurement(
+        metric_id,
+        unit,
+        samples,
+        ctx.conditions(vm),
+        timing=True,
+        bound=bound,
+        note=note,
+        inconclusive=inconclusive,
+        extra=info,
+    )
 
 
 # -- workloads ------------------------------------------------------------------------------------
@@ -261,8 +297,10 @@ def exec_workload(binary: str) -> Workload:
     return Workload(lambda n: _loop(n, binary), lambda n: _loop(n, "( : )"), pilot=10, max_count=100_000)
 
 
-EXEC_PROBE = (f"for p in {' '.join(EXEC_CANDIDATES)}; do [ -f $p ] && [ -x $p ] && "
-              '[ "$(dd if=$p bs=2 count=1 2>/dev/null)" != "#!" ] && echo $p; done; :')  # fmt: skip
+EXEC_PROBE = (
+    f"for p in {' '.join(EXEC_CANDIDATES)}; do [ -f $p ] && [ -x $p ] && "
+    '[ "$(dd if=$p bs=2 count=1 2>/dev/null)" != "#!" ] && echo $p; done; :'
+)
 
 
 def find_exec_binary(vm: VM) -> tuple[str | None, str]:
@@ -278,30 +316,54 @@ def find_exec_binary(vm: VM) -> tuple[str | None, str]:
 def read_write_byte(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     t = time_workload(ctx, vm, "syscall.read_write_byte", READ_WRITE_BYTE)
-    return _measurement(ctx, vm, "syscall.read_write_byte", "us", t, bound="upper",
-                        note="per dd block of one byte: read(2) of /dev/zero, write(2) to /dev/null and dd's own "
-                        "loop around them; an upper bound on one read+write pair")  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "syscall.read_write_byte",
+        "us",
+        t,
+        bound="upper",
+        note="per dd block of one byte: read(2) of /dev/zero, write(2) to /dev/null and dd's own "
+        "loop around them; an upper bound on one read+write pair",
+    )
 
 
-@metric("syscall.roundtrip_cycles", "cycles", "timing",
-        "half a bs=1 dd read+write pair, in cycles at the guest's reported CPU MHz")  # fmt: skip
+@metric(
+    "syscall.roundtrip_cycles",
+    "cycles",
+    "timing",
+    "half a bs=1 dd read+write pair, in cycles at the guest's reported CPU MHz",
+)
 def roundtrip_cycles(ctx: MetricContext) -> Measurement:
     mid = "syscall.roundtrip_cycles"
     vm = ctx.guest()
     info = vm.shell.run("cat /proc/cpuinfo", timeout=60)
     mhz = cpu_mhz(info.stdout) if info.status == 0 else None
     if mhz is None:
-        return _unmeasurable(ctx, mid, "cycles", f"the {ctx.guest_name} {ctx.arch} guest's /proc/cpuinfo gives no "
-                             "'cpu MHz' (ARM kernels do not report a clock rate), so microseconds cannot be "
-                             "converted to cycles", timing=True)  # fmt: skip
+        return _unmeasurable(
+            ctx,
+            mid,
+            "cycles",
+            f"the {ctx.guest_name} {ctx.arch} guest's /proc/cpuinfo gives no "
+            "'cpu MHz' (ARM kernels do not report a clock rate), so microseconds cannot be "
+            "converted to cycles",
+            timing=True,
+        )
     t = time_workload(ctx, vm, mid, READ_WRITE_BYTE)
     if t.error:
         return _unmeasurable(ctx, mid, "cycles", t.error, timing=True)
-    m = _measurement(ctx, vm, mid, "cycles", t, bound="upper",
-                     note=f"half of one bs=1 dd read+write pair (/dev/zero to /dev/null, dd's loop included) times "
-                     f"the guest's 'cpu MHz' {mhz:g}: its TSC rate, which under TCG is QEMU's emulated TSC, not a "
-                     "real clock; an upper bound on one system call",
-                     extra={"cpu_mhz": mhz, "cpuinfo": info.stdout[:2000]})  # fmt: skip
+    m = _measurement(
+        ctx,
+        vm,
+        mid,
+        "cycles",
+        t,
+        bound="upper",
+        note=f"half of one bs=1 dd read+write pair (/dev/zero to /dev/null, dd's loop included) times "
+        f"the guest's 'cpu MHz' {mhz:g}: its TSC rate, which under TCG is QEMU's emulated TSC, not a "
+        "real clock; an upper bound on one system call",
+        extra={"cpu_mhz": mhz, "cpuinfo": info.stdout[:2000]},
+    )
     m.extra["read_write_pair_us"] = m.samples
     m.samples = [us_to_cycles(us / 2, mhz) for us in m.samples]
     return m
@@ -313,28 +375,47 @@ def stat_latency(ctx: MetricContext) -> Measurement:
     if vm.shell.run(f"[ -f {STAT_FILE} ]", timeout=60).status != 0:
         return _unmeasurable(ctx, "syscall.stat", "us", f"{STAT_FILE} is not a regular file on this guest", timing=True)
     t = time_workload(ctx, vm, "syscall.stat", STAT)
-    return _measurement(ctx, vm, "syscall.stat", "us", t, bound="upper",
-                        note=f"`[ -f $f ]` with f={STAT_FILE} (the test builtin: one stat(2) of a two-component "
-                        "path, in the shell's own process) minus `[ -n $f ]` (no system call); no process is "
-                        "spawned, unlike stat(1) or ls(1); includes the builtin's dispatch",
-                        extra={"file": STAT_FILE, "tests_per_iteration": _UNROLL})  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "syscall.stat",
+        "us",
+        t,
+        bound="upper",
+        note=f"`[ -f $f ]` with f={STAT_FILE} (the test builtin: one stat(2) of a two-component "
+        "path, in the shell's own process) minus `[ -n $f ]` (no system call); no process is "
+        "spawned, unlike stat(1) or ls(1); includes the builtin's dispatch",
+        extra={"file": STAT_FILE, "tests_per_iteration": _UNROLL},
+    )
 
 
 @metric("proc.fork", "us", "timing", "a subshell ( : ) in a shell loop: fork, exit and wait")
 def fork_latency(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     t = time_workload(ctx, vm, "proc.fork", FORK)
-    return _measurement(ctx, vm, "proc.fork", "us", t, bound="upper",
-                        note="per subshell `( : )` minus a `:` loop iteration: fork of the shell, the child's exit "
-                        "and the parent's wait; an upper bound on fork")  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "proc.fork",
+        "us",
+        t,
+        bound="upper",
+        note="per subshell `( : )` minus a `:` loop iteration: fork of the shell, the child's exit "
+        "and the parent's wait; an upper bound on fork",
+    )
 
 
 def _with_binary(ctx: MetricContext, metric_id: str, unit: str) -> tuple[VM, str, str] | Measurement:
     vm = ctx.guest()
     binary, listing = find_exec_binary(vm)
     if binary is None:
-        return _unmeasurable(ctx, metric_id, unit, f"none of {', '.join(EXEC_CANDIDATES)} is an executable binary "
-                             "on this guest", timing=True)  # fmt: skip
+        return _unmeasurable(
+            ctx,
+            metric_id,
+            unit,
+            f"none of {', '.join(EXEC_CANDIDATES)} is an executable binary on this guest",
+            timing=True,
+        )
     return vm, binary, listing
 
 
@@ -345,10 +426,17 @@ def fork_exec_latency(ctx: MetricContext) -> Measurement:
         return got
     vm, binary, listing = got
     t = time_workload(ctx, vm, "proc.fork_exec", fork_exec_workload(binary))
-    return _measurement(ctx, vm, "proc.fork_exec", "us", t, bound="upper",
-                        note=f"per `{binary}` run by the shell minus a `:` loop iteration: the shell's fork (or "
-                        "vfork), exec, the binary's start-up, run and exit, and the wait",
-                        extra={"binary": binary, "binary_ls": listing})  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "proc.fork_exec",
+        "us",
+        t,
+        bound="upper",
+        note=f"per `{binary}` run by the shell minus a `:` loop iteration: the shell's fork (or "
+        "vfork), exec, the binary's start-up, run and exit, and the wait",
+        extra={"binary": binary, "binary_ls": listing},
+    )
 
 
 @metric("proc.exec", "ms", "timing", "fork+exec of a small binary minus a subshell fork, per iteration")
@@ -358,53 +446,87 @@ def exec_latency(ctx: MetricContext) -> Measurement:
         return got
     vm, binary, listing = got
     t = time_workload(ctx, vm, "proc.exec", exec_workload(binary))
-    return _measurement(ctx, vm, "proc.exec", "ms", t, scale=1e3,
-                        note=f"a loop running `{binary}` minus a loop running `( : )`: exec plus the binary's "
-                        "start-up, run and exit, minus a forked shell's exit; not a strict bound either way, since "
-                        "a shell may spawn commands with vfork but subshells with fork",
-                        extra={"binary": binary, "binary_ls": listing})  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "proc.exec",
+        "ms",
+        t,
+        scale=1e3,
+        note=f"a loop running `{binary}` minus a loop running `( : )`: exec plus the binary's "
+        "start-up, run and exit, minus a forked shell's exit; not a strict bound either way, since "
+        "a shell may spawn commands with vfork but subshells with fork",
+        extra={"binary": binary, "binary_ls": listing},
+    )
 
 
 @metric("ipc.pipe_byte", "us", "timing", "one byte through a pipe between two bs=1 dd processes")
 def pipe_byte(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     t = time_workload(ctx, vm, "ipc.pipe_byte", PIPE_BYTE)
-    return _measurement(ctx, vm, "ipc.pipe_byte", "us", t,
-                        note="per byte of `dd bs=1 | dd bs=1`: the writer's read of /dev/zero and write(2) into "
-                        "the pipe, the reader's read(2) and write to /dev/null; the writer runs ahead until the "
-                        "pipe fills, so context switches are shared by many bytes (see sched.context_switch for "
-                        "one per hop)")  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "ipc.pipe_byte",
+        "us",
+        t,
+        note="per byte of `dd bs=1 | dd bs=1`: the writer's read of /dev/zero and write(2) into "
+        "the pipe, the reader's read(2) and write to /dev/null; the writer runs ahead until the "
+        "pipe fills, so context switches are shared by many bytes (see sched.context_switch for "
+        "one per hop)",
+    )
 
 
 @metric("ipc.pipe_block", "us", "timing", "one 64 KiB block through a pipe between two dd processes")
 def pipe_block(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     t = time_workload(ctx, vm, "ipc.pipe_block", PIPE_BLOCK)
-    return _measurement(ctx, vm, "ipc.pipe_block", "us", t,
-                        note="per 64 KiB block of `dd bs=65536 | dd bs=65536`: reading it from /dev/zero, copying "
-                        "it into and out of the pipe, the context switches the pipe's capacity forces, and the "
-                        "write to /dev/null; report-only")  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "ipc.pipe_block",
+        "us",
+        t,
+        note="per 64 KiB block of `dd bs=65536 | dd bs=65536`: reading it from /dev/zero, copying "
+        "it into and out of the pipe, the context switches the pipe's capacity forces, and the "
+        "write to /dev/null; report-only",
+    )
 
 
-@metric("sched.context_switch", "us", "timing",
-        "one hop of a byte ping-ponged between two dd processes through a pipe and a FIFO")  # fmt: skip
+@metric(
+    "sched.context_switch",
+    "us",
+    "timing",
+    "one hop of a byte ping-ponged between two dd processes through a pipe and a FIFO",
+)
 def context_switch(ctx: MetricContext) -> Measurement:
     vm = ctx.guest()
     f = shlex.quote(FIFO)
     made = vm.shell.run(f"rm -f {f} && mkfifo {f}", timeout=60)
     if made.status != 0:
-        return _unmeasurable(ctx, "sched.context_switch", "us",
-                             f"cannot make a FIFO with mkfifo: {(made.stderr or made.stdout).strip()[:200]!r}",
-                             timing=True)  # fmt: skip
+        return _unmeasurable(
+            ctx,
+            "sched.context_switch",
+            "us",
+            f"cannot make a FIFO with mkfifo: {(made.stderr or made.stdout).strip()[:200]!r}",
+            timing=True,
+        )
     try:
         t = time_workload(ctx, vm, "sched.context_switch", RING)
     finally:
         vm.shell.run(f"rm -f {f}", timeout=60)
-    return _measurement(ctx, vm, "sched.context_switch", "us", t, bound="upper",
-                        note="byte-wise pipe ping-pong: one byte circulates between two bs=1 dd processes (pipe one "
-                        "way, FIFO back), so each hop is one write(2), one read(2) and a switch to the process that "
-                        "was blocked reading; an upper bound on a context switch plus two system calls",
-                        extra={"hops_per_byte": 2})  # fmt: skip
+    return _measurement(
+        ctx,
+        vm,
+        "sched.context_switch",
+        "us",
+        t,
+        bound="upper",
+        note="byte-wise pipe ping-pong: one byte circulates between two bs=1 dd processes (pipe one "
+        "way, FIFO back), so each hop is one write(2), one read(2) and a switch to the process that "
+        "was blocked reading; an upper bound on a context switch plus two system calls",
+        extra={"hops_per_byte": 2},
+    )
 
 
 __all__ = ["EXEC_CANDIDATES", "SETTINGS", "Settings", "Timed", "Workload", "find_exec_binary", "time_workload"]

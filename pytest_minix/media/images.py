@@ -224,12 +224,17 @@ class ImageStore:
                 f"SHA-256 is {dl_sha} and the image's is {img_sha}."
             )
         record = {
-            "release": rel.name, "file": rel.file, "url": rel.url, "kind": kind,
-            "sha256": img_sha, "size": staged.stat().st_size,
-            "download_sha256": dl_sha, "download_size": dl.stat().st_size,
+            "release": rel.name,
+            "file": rel.file,
+            "url": rel.url,
+            "kind": kind,
+            "sha256": img_sha,
+            "size": staged.stat().st_size,
+            "download_sha256": dl_sha,
+            "download_size": dl.stat().st_size,
             "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "pinned": bool(rel.sha256 or rel.download_sha256 or pin),
-        }  # fmt: skip
+        }
         self._write_record(rel, record)
         os.replace(staged, image)
         if dl.exists() and dl != image:
@@ -291,8 +296,9 @@ class ImageStore:
     def _verify_locked(self, rel: Release, pin: str) -> CachedImage:
         image = self.image_path(rel)
         if not image.is_file():
-            raise ImageError(f"MINIX {rel.name} is not cached ({image} is missing). Fetch it with "
-                             f"`pytest-minix fetch {rel.name}`.")  # fmt: skip
+            raise ImageError(
+                f"MINIX {rel.name} is not cached ({image} is missing). Fetch it with `pytest-minix fetch {rel.name}`."
+            )
         sha = sha256_file(image)
         record = self._record(rel)
         if record is None:  # the image was put here by hand: record it now
@@ -302,12 +308,23 @@ class ImageStore:
                 raise ImageError(f"The MINIX image placed at {image} is unusable: {exc}") from None
             for want, what in ((rel.sha256, "the release manifest"), (pin, "--minix-sha256")):
                 if want and sha != want:
-                    raise ImageError(f"Checksum mismatch for {image}: SHA-256 {sha}, but {what} pins {want}. "
-                                     f"Replace the file with the genuine image. {self._by_hand(rel)}")  # fmt: skip
-            record = {"release": rel.name, "file": rel.file, "url": rel.url, "kind": kind, "sha256": sha,
-                      "size": image.stat().st_size, "download_sha256": "", "download_size": 0,
-                      "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "pinned": bool(rel.sha256 or pin), "placed_by_hand": True}  # fmt: skip
+                    raise ImageError(
+                        f"Checksum mismatch for {image}: SHA-256 {sha}, but {what} pins {want}. "
+                        f"Replace the file with the genuine image. {self._by_hand(rel)}"
+                    )
+            record = {
+                "release": rel.name,
+                "file": rel.file,
+                "url": rel.url,
+                "kind": kind,
+                "sha256": sha,
+                "size": image.stat().st_size,
+                "download_sha256": "",
+                "download_size": 0,
+                "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "pinned": bool(rel.sha256 or pin),
+                "placed_by_hand": True,
+            }
             self._write_record(rel, record)
             self.notify(f"MINIX {rel.name}: recorded SHA-256 {sha} of {image} (placed by hand; trust on first use)")
             return CachedImage(image, sha, kind, rel.name)
@@ -336,8 +353,10 @@ class ImageStore:
         kind = image_kind(path)
         sha = sha256_file(path)
         if pin and sha != pin:
-            raise ImageError(f"Checksum mismatch for {path}: SHA-256 {sha}, but --minix-sha256 is {pin}. "
-                             "Check that this is the image you meant, or fix the pin.")  # fmt: skip
+            raise ImageError(
+                f"Checksum mismatch for {path}: SHA-256 {sha}, but --minix-sha256 is {pin}. "
+                "Check that this is the image you meant, or fix the pin."
+            )
         return CachedImage(path.resolve(), sha, kind)
 
     def boot_set(self, image: CachedImage) -> BootSet:

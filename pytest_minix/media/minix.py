@@ -46,10 +46,13 @@ def source_from_args(args: Any) -> MinixSource:
         return Path(value).resolve() if value else None
 
     return MinixSource(
-        image=path(args.minix_image), release=args.minix_release, boot_dir=path(args.minix_boot_dir),
-        sha256=args.minix_sha256 or "", arm_image=path(args.minix_arm_image),
+        image=path(args.minix_image),
+        release=args.minix_release,
+        boot_dir=path(args.minix_boot_dir),
+        sha256=args.minix_sha256 or "",
+        arm_image=path(args.minix_arm_image),
         offline=args.offline or offline_from_env(),
-    )  # fmt: skip
+    )
 
 
 def minix_media(arch: str, src: MinixSource, notify: Callable[[str], None] | None = None) -> BootMedia:
@@ -85,10 +88,19 @@ def _boot_files(boot: BootSet) -> dict[str, str | Path]:
 
 # ELF e_machine values (the System V ABI's list) for the names in error messages.
 ELF_MACHINES = {
-    0: "no machine", 2: "SPARC", 3: "i386 (EM_386)", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "S/390",
-    40: "32-bit ARM (EM_ARM)", 50: "IA-64", 62: "x86-64 (EM_X86_64)", 183: "AArch64 (EM_AARCH64)",
+    0: "no machine",
+    2: "SPARC",
+    3: "i386 (EM_386)",
+    8: "MIPS",
+    20: "PowerPC",
+    21: "PowerPC64",
+    22: "S/390",
+    40: "32-bit ARM (EM_ARM)",
+    50: "IA-64",
+    62: "x86-64 (EM_X86_64)",
+    183: "AArch64 (EM_AARCH64)",
     243: "RISC-V (EM_RISCV)",
-}  # fmt: skip
+}
 # What each guest arch's kernel must be: MINIX/i386's kernel is a 32-bit ELF for EM_386.
 KERNEL_MACHINE = {"i386": 3, "arm": 40}
 

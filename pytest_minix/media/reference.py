@@ -360,8 +360,14 @@ def _make_initrd(spec: ArchSpec, busybox: Path, data: Path, modules: list[Module
     # root's empty password lives in shadow, not in passwd: busybox 1.35's getpwuid() (its own
     # passwd parser, in the static build) misses every entry whose password field is empty, so
     # "root::0:0:..." made `whoami` print "unknown uid 0". login still asks for no password.
-    for name, mode in (("passwd", 0o644), ("shadow", 0o600), ("group", 0o644), ("hostname", 0o644),
-                       ("profile", 0o644), ("inittab.in", 0o644)):  # fmt: skip
+    for name, mode in (
+        ("passwd", 0o644),
+        ("shadow", 0o600),
+        ("group", 0o644),
+        ("hostname", 0o644),
+        ("profile", 0o644),
+        ("inittab.in", 0o644),
+    ):
         cpio.add_file(f"etc/{name}", (data / name).read_bytes(), mode)
     cpio.add_file("etc/reference-arch", f"{spec.arch}\n".encode())
     dep_lines = []

@@ -27,8 +27,10 @@ def replay(benchmark: Any, samples: Sequence[float], extra: dict[str, Any] | Non
     test skips, saying how to run the timing tests.
     """
     if benchmark.disabled:
-        pytest.skip("pytest-benchmark is disabled (under pytest-xdist, or --benchmark-disable): run the timing "
-                    "tests in their own session without -n, e.g. `pytest tests/boot -p no:xdist`")  # fmt: skip
+        pytest.skip(
+            "pytest-benchmark is disabled (under pytest-xdist, or --benchmark-disable): run the timing "
+            "tests in their own session without -n, e.g. `pytest tests/boot -p no:xdist`"
+        )
     if not samples:
         pytest.skip("no samples to record")
     clock = [0.0]
@@ -49,8 +51,15 @@ def replay(benchmark: Any, samples: Sequence[float], extra: dict[str, Any] | Non
 
 def measurement_info(m: Measurement) -> dict[str, Any]:
     """What a benchmark's ``extra_info`` carries: raw samples, their unit, conditions and phases."""
-    return {"metric": m.metric, "unit": m.unit, "samples": list(m.samples), "conditions": m.conditions.as_dict(),
-            "note": m.note, "phases": m.extra.get("phases"), "milestones": m.extra.get("milestones")}  # fmt: skip
+    return {
+        "metric": m.metric,
+        "unit": m.unit,
+        "samples": list(m.samples),
+        "conditions": m.conditions.as_dict(),
+        "note": m.note,
+        "phases": m.extra.get("phases"),
+        "milestones": m.extra.get("milestones"),
+    }
 
 
 def _host_cpu() -> str:

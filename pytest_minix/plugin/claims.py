@@ -88,7 +88,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "minix_posix_known_failures", "MINIX POSIX tests run as xfail (default: 53 75 85 isofs vnd)", default=None
     )
-    parser.addini("minix_posix_timeout", "seconds per MINIX POSIX test (default 600)", default=None)  # fmt: skip
+    parser.addini("minix_posix_timeout", "seconds per MINIX POSIX test (default 600)", default=None)
 
 
 @dataclass
@@ -130,8 +130,9 @@ def _number(config: pytest.Config, opt: str, ini: str, default: float, kind: typ
         except ValueError:
             raise pytest.UsageError(f"ini {ini} must be a number, got {raw!r}.") from None
     if value < minimum:
-        raise pytest.UsageError(f"--{opt.removeprefix('minix_').replace('_', '-')} must be at least {minimum}, "
-                                f"got {value}.")  # fmt: skip
+        raise pytest.UsageError(
+            f"--{opt.removeprefix('minix_').replace('_', '-')} must be at least {minimum}, got {value}."
+        )
     return value
 
 
@@ -145,8 +146,9 @@ def pytest_configure(config: pytest.Config) -> None:
     selected = select_claims(claims, config.getoption("minix_claims_select"))
     report = config.getoption("minix_claims_report")
     rounds = int(_number(config, "minix_boot_rounds", "minix_boot_rounds", DEFAULT_BOOT_ROUNDS, int, 1))
-    factor = float(_number(config, "minix_emulation_factor", "minix_emulation_factor",
-                           DEFAULT_EMULATION_FACTOR, float, 1.0))  # fmt: skip
+    factor = float(
+        _number(config, "minix_emulation_factor", "minix_emulation_factor", DEFAULT_EMULATION_FACTOR, float, 1.0)
+    )
     config.stash[_SESSION] = ClaimsSession(
         claims=selected,
         boot_rounds=rounds,
@@ -185,8 +187,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = metafunc.config.stash[_SESSION]
     settings = harness_config(metafunc.config, Path("vm-logs"))
     prefixes = tuple(p for m in markers for p in m.args)
-    cases = [ClaimCase(c, arch) for c in session.claims for arch in settings.arches
-             if c.applies(settings.guest, arch) and (not prefixes or c.metric.startswith(prefixes))]  # fmt: skip
+    cases = [
+        ClaimCase(c, arch)
+        for c in session.claims
+        for arch in settings.arches
+        if c.applies(settings.guest, arch) and (not prefixes or c.metric.startswith(prefixes))
+    ]
     metafunc.parametrize("claim", cases, ids=[str(c) for c in cases], indirect=True)
 
 
@@ -226,8 +232,9 @@ def minix_measure(request: pytest.FixtureRequest, vm_pool: VMPool) -> Any:
     return run
 
 
-def measure(request: pytest.FixtureRequest, session: ClaimsSession, pool: VMPool, metric_id: str,
-            arch: str) -> Measurement:  # fmt: skip
+def measure(
+    request: pytest.FixtureRequest, session: ClaimsSession, pool: VMPool, metric_id: str, arch: str
+) -> Measurement:
     """The metric's measurement for this arch, taken once per session (claims sharing a metric share it)."""
     key = (metric_id, arch)
     with session.lock:
@@ -273,10 +280,12 @@ def verdict_properties(verdict: Verdict, arch: str) -> list[tuple[str, object]]:
     record = verdict_record(verdict)
     record["arch"] = arch
     props: list[tuple[str, object]] = [
-        ("claim", verdict.claim.id), ("claim_arch", arch), ("claim_outcome", verdict.outcome),
+        ("claim", verdict.claim.id),
+        ("claim_arch", arch),
+        ("claim_outcome", verdict.outcome),
         ("claim_claimed", verdict.claim.expect.text if verdict.claim.expect else "report only"),
         ("claim_measured", verdict.measured_text()),
-    ]  # fmt: skip
+    ]
     if verdict.stats is not None:
         stats = verdict.stats
         props += [("claim_median", stats.median), ("claim_n", stats.n), ("claim_unit", verdict.claim.unit)]
@@ -290,8 +299,11 @@ def verdict_properties(verdict: Verdict, arch: str) -> list[tuple[str, object]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if call.excinfo is not None and call.excinfo.errisinstance(HarnessError) \
-            and not call.excinfo.errisinstance(GuestUnavailable):  # fmt: skip
+    if (
+        call.excinfo is not None
+        and call.excinfo.errisinstance(HarnessError)
+        and not call.excinfo.errisinstance(GuestUnavailable)
+    ):
         report.user_properties.append((HARNESS_ERROR_PROPERTY, f"{item.nodeid}: {call.excinfo.value}"))
     return report
 
@@ -344,10 +356,14 @@ class ReportCollector:
         from pytest_minix.verdicts.report import ClaimsReport
 
         s = self.session
-        meta = {"harness_version": harness_version(), "emulation_factor": s.emulation_factor,
-                "boot_rounds": s.boot_rounds, "strict": s.strict,
-                "claims_files": [str(p) for p in claim_files(self.config)],
-                "args": list(self.config.invocation_params.args)}  # fmt: skip
+        meta = {
+            "harness_version": harness_version(),
+            "emulation_factor": s.emulation_factor,
+            "boot_rounds": s.boot_rounds,
+            "strict": s.strict,
+            "claims_files": [str(p) for p in claim_files(self.config)],
+            "args": list(self.config.invocation_params.args),
+        }
         report = ClaimsReport(meta)
         for nodeid in sorted(s.records):
             report.add_record(s.records[nodeid])
@@ -376,7 +392,10 @@ class ReportCollector:
             if self.chart_note:
                 tr.write_line(self.chart_note)
         if s.harness_errors:
-            tr.write_line(f"pytest-minix: the harness broke in {len(s.harness_errors)} test(s); "
-                          f"exit status {HARNESS_ERROR_EXIT}:", red=True)  # fmt: skip
+            tr.write_line(
+                f"pytest-minix: the harness broke in {len(s.harness_errors)} test(s); "
+                f"exit status {HARNESS_ERROR_EXIT}:",
+                red=True,
+            )
             for e in s.harness_errors[:10]:
                 tr.write_line(f"  {e.splitlines()[0][:300]}")

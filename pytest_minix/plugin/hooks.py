@@ -56,8 +56,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="give guests a user-mode NIC (no host port forwards); off by default",
     )
-    group.addoption("--offline", dest="minix_offline", action="store_true", default=False,
-                    help=f"never download images (also: ${OFFLINE_ENV}=1)")  # fmt: skip
+    group.addoption(
+        "--offline",
+        dest="minix_offline",
+        action="store_true",
+        default=False,
+        help=f"never download images (also: ${OFFLINE_ENV}=1)",
+    )
 
 
 def _setting(config: pytest.Config, ini: str, default: Any) -> Any:
@@ -125,8 +130,11 @@ def _check_minix(src: MinixSource) -> None:
     check_sha256(src.sha256, "--minix-sha256")
     if src.release is not None or src.image is None:
         load_manifest().get(src.release)
-    for opt, p, want_dir in (("--minix-image", src.image, False), ("--minix-boot-dir", src.boot_dir, True),
-                             ("--minix-arm-image", src.arm_image, False)):  # fmt: skip
+    for opt, p, want_dir in (
+        ("--minix-image", src.image, False),
+        ("--minix-boot-dir", src.boot_dir, True),
+        ("--minix-arm-image", src.arm_image, False),
+    ):
         if p is not None and not (p.is_dir() if want_dir else p.is_file()):
             what = "directory" if want_dir else "file"
             raise ConfigError(f"{opt} {p}: no such {what}. Check the path.")
@@ -311,5 +319,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for vm in boots:
         tl = vm.boot.timeline if vm.boot else None
         login = f"login prompt at {vm.boot.login_prompt:.2f} s" if vm.boot else "did not boot"
-        tr.write_line(f"{vm.profile.name} {vm.arch} accel={vm.accel}: {login}; "
-                      f"milestones {tl.as_dict() if tl else {}}; log {vm.log_path}")  # fmt: skip
+        tr.write_line(
+            f"{vm.profile.name} {vm.arch} accel={vm.accel}: {login}; "
+            f"milestones {tl.as_dict() if tl else {}}; log {vm.log_path}"
+        )

@@ -103,9 +103,14 @@ class GuestSystemInfo(SystemInfo):  # type: ignore[misc]
         lines = self.check_output("uname -s; uname -r; uname -m").splitlines()
         kernel, release, arch = [*lines, "", "", ""][:3]
         info: dict[str, str | None] = {
-            "type": kernel.lower(), "distribution": None, "codename": None, "release": None,
-            "arch": arch, "kernel": kernel, "kernel_release": release,
-        }  # fmt: skip
+            "type": kernel.lower(),
+            "distribution": None,
+            "codename": None,
+            "release": None,
+            "arch": arch,
+            "kernel": kernel,
+            "kernel_release": release,
+        }
         if kernel == "Minix":
             # NetBSD userland (stat -f, id, pkgin): testinfra's NetBSD modules fit.
             info.update(type="netbsd", distribution="minix", release=release)
@@ -327,8 +332,11 @@ class GuestHost(testinfra.host.Host):  # type: ignore[misc]
     """A testinfra Host whose system_info, file, user and process modules fit the guests."""
 
     MODULES: ClassVar[dict[str, Any]] = {
-        "system_info": GuestSystemInfo, "file": GuestFile, "user": GuestUser, "process": GuestProcess,
-    }  # fmt: skip
+        "system_info": GuestSystemInfo,
+        "file": GuestFile,
+        "user": GuestUser,
+        "process": GuestProcess,
+    }
 
     def __getattr__(self, name: str) -> Any:
         module = self.MODULES.get(name)

@@ -129,16 +129,20 @@ class AccelChooser:
                 if reason is None and self.memory is not None and self.requested == "auto":
                     remembered = self.memory.recall(qemu, config.arch)
                     if remembered:
-                        reason = (f"{remembered} (remembered from an earlier session in {self.memory.path}; "
-                                  "delete that file or pass --accel=kvm to try KVM again)")  # fmt: skip
+                        reason = (
+                            f"{remembered} (remembered from an earlier session in {self.memory.path}; "
+                            "delete that file or pass --accel=kvm to try KVM again)"
+                        )
                 reason = reason or kvm_probe(qemu)
                 if reason:
                     self._note(config.arch, reason)
         if reason is None:
             return "kvm"
         if self.requested == "kvm":
-            raise ConfigError(f"--accel=kvm was given but KVM cannot be used for {config.arch}: {reason}. "
-                              "Use --accel=auto or --accel=tcg.")  # fmt: skip
+            raise ConfigError(
+                f"--accel=kvm was given but KVM cannot be used for {config.arch}: {reason}. "
+                "Use --accel=auto or --accel=tcg."
+            )
         return "tcg"
 
     def _note(self, arch: str, reason: str) -> None:

@@ -50,8 +50,9 @@ def make_image(path: Path, size: str) -> None:
     qemu_img = shutil.which("qemu-img")
     if qemu_img is None:
         raise QemuNotFound("qemu-img was not found; install it with `sudo apt-get install qemu-utils`.")
-    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(path), size],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [qemu_img, "create", "-q", "-f", "qcow2", str(path), size], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise VMError(f"qemu-img could not create {path}: {proc.stderr.strip()}")
 
@@ -119,17 +120,31 @@ class Machine:
         if conf.cpu:
             argv += ["-cpu", conf.cpu]
         argv += [
-            "-m", str(spec.memory),
-            "-nodefaults", "-no-user-config", "-display", "none", "-S",
-            "-chardev", f"socket,id=qmp,path={self.qmp_sock},server=on,wait=off",
-            "-mon", "chardev=qmp,mode=control",
-            "-chardev", f"socket,id=ser0,path={self.console_sock},server=on,wait=off",
-            "-serial", "chardev:ser0",
-            "-drive", f"if=none,id=pm-vmstate,file={vmstate},format=qcow2",
-        ]  # fmt: skip
+            "-m",
+            str(spec.memory),
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-S",
+            "-chardev",
+            f"socket,id=qmp,path={self.qmp_sock},server=on,wait=off",
+            "-mon",
+            "chardev=qmp,mode=control",
+            "-chardev",
+            f"socket,id=ser0,path={self.console_sock},server=on,wait=off",
+            "-serial",
+            "chardev:ser0",
+            "-drive",
+            f"if=none,id=pm-vmstate,file={vmstate},format=qcow2",
+        ]
         if self.debugcon is not None:
-            argv += ["-chardev", f"socket,id=dbg,path={self.debugcon.sock_path},server=on,wait=off",
-                     "-device", "isa-debugcon,iobase=0x402,chardev=dbg"]  # fmt: skip
+            argv += [
+                "-chardev",
+                f"socket,id=dbg,path={self.debugcon.sock_path},server=on,wait=off",
+                "-device",
+                "isa-debugcon,iobase=0x402,chardev=dbg",
+            ]
         if conf.kernel:
             argv += ["-kernel", fill(conf.kernel)]
         if conf.initrd:

@@ -65,10 +65,14 @@ class ClaimsReport:
         A (claim, arch, guest) decided in more than one part is kept once per part: the
         report shows both, since they were measured under different conditions.
         """
-        merged = cls({"merged_from": [
-            {"source": src, **dict(r.get("pytest_minix") or {})}
-            for src, r in zip(list(sources) + [""] * (len(reports) - len(sources)), reports, strict=True)
-        ]})  # fmt: skip
+        merged = cls(
+            {
+                "merged_from": [
+                    {"source": src, **dict(r.get("pytest_minix") or {})}
+                    for src, r in zip(list(sources) + [""] * (len(reports) - len(sources)), reports, strict=True)
+                ]
+            }
+        )
         for r in reports:
             verdicts = r.get("verdicts")
             if not isinstance(verdicts, list):
@@ -168,8 +172,10 @@ class ClaimsReport:
             note = r.get("note") or ""
             text = " ".join(x for x in (str(r.get("measured_as") or ""), f"Note: {note}" if note else "") if x)
             if text:
-                notes[f"- **{_md(str(r['id']))}** ({_md(str(r['arch']))}, {_md(str(r['where']))}): "
-                      f"{' '.join(text.split())}"] = None  # fmt: skip
+                notes[
+                    f"- **{_md(str(r['id']))}** ({_md(str(r['arch']))}, {_md(str(r['where']))}): "
+                    f"{' '.join(text.split())}"
+                ] = None
         if notes:
             out += ["", "## Measured as", "", *notes]
         return "\n".join(out) + "\n"

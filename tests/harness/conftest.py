@@ -24,9 +24,13 @@ from pytest_minix.qemu import statedir
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--fault-trials", dest="fault_trials", type=int, default=1, metavar="N",
+        "--fault-trials",
+        dest="fault_trials",
+        type=int,
+        default=1,
+        metavar="N",
         help="run each row of the fault matrix (test_faults.py and the session-level fault tests) N times (default 1)",
-    )  # fmt: skip
+    )
 
 
 def _fault_arches(config: pytest.Config) -> list[str]:

@@ -103,8 +103,9 @@ def test_every_listed_script_exists() -> None:
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
 def test_smoke_run(script: Path, tmp_path: Path, pytestconfig: pytest.Config, private_runtime: Path) -> None:
     env = _env(private_runtime)
-    usage = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=60)  # fmt: skip
+    usage = subprocess.run(
+        [sys.executable, str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert usage.returncode == 0, usage.stdout + usage.stderr
     assert "--smoke" in usage.stdout, (
         f"benchmarks/{script.name} has no minimal mode: give it a --smoke flag that runs it in about a minute "

@@ -70,8 +70,9 @@ def session(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def test_confirmed_refuted_and_inconclusive(session: pytest.Pytester) -> None:
     report = session.path / "out" / "claims.json"
-    result = session.runpytest_subprocess(*ARGS, "--claims=claims.toml", f"--claims-report={report}",
-                                          "--junitxml=junit.xml")  # fmt: skip
+    result = session.runpytest_subprocess(
+        *ARGS, "--claims=claims.toml", f"--claims-report={report}", "--junitxml=junit.xml"
+    )
     result.assert_outcomes(passed=1, failed=1, skipped=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the OS differs from the claim: 1, not the harness's 10
     out = result.stdout.str()
@@ -82,7 +83,10 @@ def test_confirmed_refuted_and_inconclusive(session: pytest.Pytester) -> None:
     data = json.loads(report.read_text())
     verdicts = {v["id"]: v for v in data["verdicts"]}
     assert {k: v["outcome"] for k, v in verdicts.items()} == {
-        "t.true": "confirmed", "t.false": "refuted", "t.undecided": "inconclusive"}  # fmt: skip
+        "t.true": "confirmed",
+        "t.false": "refuted",
+        "t.undecided": "inconclusive",
+    }
     t = verdicts["t.true"]
     assert t["conditions"]["accel"] == "tcg" and t["conditions"]["qemu_version"].startswith("7.")
     assert len(t["conditions"]["image_sha256"]) == 64 and t["stats"]["n"] == 1 and t["unit"] == "MiB"

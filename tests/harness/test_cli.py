@@ -57,8 +57,7 @@ class PtySession:
 @pytest.mark.slow
 def test_console_attaches_the_terminal_and_detaches_with_ctrl_bracket(tmp_path: Path) -> None:
     env = {**os.environ, "TERM": "dumb"}
-    s = PtySession([*CLI, "console", "--guest=reference", "--arch=i386", "--accel=tcg",
-                    f"--log-dir={tmp_path}"], env)  # fmt: skip
+    s = PtySession([*CLI, "console", "--guest=reference", "--arch=i386", "--accel=tcg", f"--log-dir={tmp_path}"], env)
     try:
         m = s.expect(rb"QEMU pid (\d+); serial log (\S+)\. Detach with Ctrl-\]", 30)
         qemu_pid, log = int(m.group(1)), Path(m.group(2).decode())

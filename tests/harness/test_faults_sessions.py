@@ -100,8 +100,18 @@ def test_killed_xdist_worker_takes_its_qemu_along_and_is_swept(tmp_path: Path, p
     (tmp_path / "test_hold.py").write_text(HOLD)
     out = tmp_path / "out.txt"
     env = {**os.environ, "PM_OUT": str(out), "XDG_RUNTIME_DIR": str(run)}
-    cmd = [sys.executable, "-m", "pytest", "-q", *ARGS, "-n", "2", "--max-worker-restart=0",
-           f"--basetemp={tmp_path / 'bt'}", str(tmp_path / "test_hold.py")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        *ARGS,
+        "-n",
+        "2",
+        "--max-worker-restart=0",
+        f"--basetemp={tmp_path / 'bt'}",
+        str(tmp_path / "test_hold.py"),
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         if not _wait(lambda: (out.is_file() and out.read_text()) or proc.poll() is not None, 300):
@@ -131,8 +141,14 @@ def test_killed_xdist_worker_takes_its_qemu_along_and_is_swept(tmp_path: Path, p
     # A next session (any session with a VM pool) sweeps the dead worker's directory.
     (tmp_path / "next").mkdir()
     (tmp_path / "next" / "test_pool.py").write_text(POOL_ONLY)
-    nxt = subprocess.run([sys.executable, "-m", "pytest", "-q", *ARGS, "test_pool.py"], cwd=tmp_path / "next",
-                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    nxt = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *ARGS, "test_pool.py"],
+        cwd=tmp_path / "next",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert nxt.returncode == 0, nxt.stdout + nxt.stderr
     assert not state.exists(), "the next session did not sweep the dead worker's state directory"
 
@@ -193,8 +209,19 @@ def test_two_sessions_at_once_share_the_cache_and_nothing_else(tmp_path: Path, p
         (d / "test_twin.py").write_text(TWIN)
         (d / "claims.toml").write_text(CLAIM)
         env = {**os.environ, "PM_TAG": tag, "PM_OUT": str(d / "out.json"), "XDG_RUNTIME_DIR": str(run)}
-        cmd = [sys.executable, "-m", "pytest", "-q", "-rs", *ARGS, "--claims=claims.toml", "--claims-select=t.*",
-               f"--claims-report={d / 'report' / 'claims.json'}", f"--basetemp={d / 'bt'}", "test_twin.py"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            *ARGS,
+            "--claims=claims.toml",
+            "--claims-select=t.*",
+            f"--claims-report={d / 'report' / 'claims.json'}",
+            f"--basetemp={d / 'bt'}",
+            "test_twin.py",
+        ]
         procs.append(subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     try:
         outs = [p.communicate(timeout=300)[0].decode() for p in procs]
@@ -230,8 +257,9 @@ def small_tmpfs(where: Path, size: str = "2m") -> Iterator[Path]:
     where.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill up needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip() or res.returncode}")
     try:
@@ -333,9 +361,15 @@ def elf_header(machine: int, *, elfclass: int = 1, data: int = 1) -> bytes:
 
 def test_elf_machine_is_read_and_only_elf_is_checked(tmp_path: Path) -> None:
     k = tmp_path / "kernel"
-    for head, want in ((elf_header(3), 3), (elf_header(40), 40), (elf_header(40, data=2), 40),
-                       (elf_header(62, elfclass=2), 62), (b"\x7fELF fake kernel " * 4, None),
-                       (b"MZ" + b"\0" * 64, None), (b"\x7fEL", None)):  # fmt: skip
+    for head, want in (
+        (elf_header(3), 3),
+        (elf_header(40), 40),
+        (elf_header(40, data=2), 40),
+        (elf_header(62, elfclass=2), 62),
+        (b"\x7fELF fake kernel " * 4, None),
+        (b"MZ" + b"\0" * 64, None),
+        (b"\x7fEL", None),
+    ):
         k.write_bytes(head)
         assert elf_machine(k) == want, head[:20]
     k.write_bytes(elf_header(3))
@@ -362,9 +396,16 @@ def test_arm_kernel_for_i386_fails_before_qemu_starts(pytester: pytest.Pytester,
         (boot / name).write_bytes(f"{name} ".encode() * i)
     logs = tmp_path / "logs"
     pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--guest=minix", "--arch=i386", "--accel=tcg",
-                                           f"--minix-image={iso}", f"--minix-boot-dir={boot}",
-                                           f"--vm-log-dir={logs}")  # fmt: skip
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--guest=minix",
+        "--arch=i386",
+        "--accel=tcg",
+        f"--minix-image={iso}",
+        f"--minix-boot-dir={boot}",
+        f"--vm-log-dir={logs}",
+    )
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     assert "32-bit ARM (EM_ARM) (e_machine 40)" in out and "i386 (EM_386)" in out, out

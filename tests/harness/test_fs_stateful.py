@@ -184,10 +184,13 @@ class FSMachine(RuleBasedStateMachine):
         # mv into an existing directory means "move inside it", and a directory moved
         # into itself is an error whose wording differs: leave those cases out.
         dsts = [
-            p for p in self.universe()
-            if p != src and not p.startswith(src + "/") and p not in self.dirs
+            p
+            for p in self.universe()
+            if p != src
+            and not p.startswith(src + "/")
+            and p not in self.dirs
             and (p not in self.files or src in self.files)
-        ]  # fmt: skip
+        ]
         if not dsts:
             return
         dst = self.draw_path(data, dsts, "dst")

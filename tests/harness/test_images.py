@@ -142,8 +142,15 @@ def test_offline_names_file_url_and_where_to_put_it(http_server, store):
     with pytest.raises(ImageUnavailable) as exc:
         st.fetch(rel, offline=True)
     msg = str(exc.value)
-    for part in (FILE, url, str(st.download_path(rel)), str(st.image_path(rel)), "--minix-image", "--guest=reference",
-                 "--offline"):  # fmt: skip
+    for part in (
+        FILE,
+        url,
+        str(st.download_path(rel)),
+        str(st.image_path(rel)),
+        "--minix-image",
+        "--guest=reference",
+        "--offline",
+    ):
         assert part in msg
     assert http_server.requests("/f.iso.bz2") == []
 
@@ -186,8 +193,9 @@ def test_two_processes_fetch_once(http_server, tmp_path, iso_bytes):
     lock = filelock.FileLock(str(store.release_dir(rel) / ".lock"))
     lock.acquire()
     cmd = [sys.executable, "-m", "pytest_minix.cli", "fetch", "9.9.9"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     time.sleep(1.5)
     lock.release()
     outs = [p.communicate(timeout=60) for p in procs]

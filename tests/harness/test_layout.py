@@ -34,8 +34,13 @@ from pytest_minix.measure.kernel_image import (
 from pytest_minix.measure.metrics import METRICS, MetricContext
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
-LAYOUT_METRICS = ["syscall.user_vectors", "syscall.int80_user_gate", "syscall.fast_paths_unused",
-                  "mem.kernel_vbase", "mem.pse_unused"]  # fmt: skip
+LAYOUT_METRICS = [
+    "syscall.user_vectors",
+    "syscall.int80_user_gate",
+    "syscall.fast_paths_unused",
+    "mem.kernel_vbase",
+    "mem.pse_unused",
+]
 
 
 def text(name: str) -> str:
@@ -71,7 +76,10 @@ def test_idt_of_the_real_kernel() -> None:
     users = user_vectors(gates)
     # Linux 6.1 i386 (arch/x86/kernel/idt.c): int3, into and INT 0x80 are system gates.
     assert [(g.vector, g.kind, g.dpl, g.selector) for g in users] == [
-        (0x03, "interrupt", 3, 0x60), (0x04, "interrupt", 3, 0x60), (0x80, "interrupt", 3, 0x60)]  # fmt: skip
+        (0x03, "interrupt", 3, 0x60),
+        (0x04, "interrupt", 3, 0x60),
+        (0x80, "interrupt", 3, 0x60),
+    ]
     df = gates[8]  # the double fault goes through a task gate to its own TSS
     assert (df.kind, df.selector, df.dpl) == ("task", 0xF8, 0)
     assert sum(g.kind == "interrupt" and g.dpl == 0 for g in gates) == 252
@@ -91,8 +99,13 @@ def test_gate_kinds_and_flags() -> None:
     raw = gate(0xEF) + gate(0x8E) + gate(0x66) + gate(0x0E) + gate(0xE5) + gate(0x9E) + b"\x00" * 5
     gates = decode_idt(raw)
     assert [(g.kind, g.dpl, g.present) for g in gates] == [
-        ("trap", 3, True), ("interrupt", 0, True), ("interrupt16", 3, False), ("interrupt", 0, False),
-        ("task", 3, True), ("invalid", 0, True)]  # fmt: skip
+        ("trap", 3, True),
+        ("interrupt", 0, True),
+        ("interrupt16", 3, False),
+        ("interrupt", 0, False),
+        ("task", 3, True),
+        ("invalid", 0, True),
+    ]
     assert gates[0].offset == 0x12345678 and gates[0].selector == 0x8
     assert [g.vector for g in user_vectors(gates)] == [0, 4]  # not-present and invalid gates are not callable
 
@@ -107,9 +120,13 @@ def test_info_mem_of_the_real_guest() -> None:
 
 
 def test_kernel_vbase_rule() -> None:
-    minix_like = [Mapping(0x1000, 0x80000, True, True), Mapping(0xEFFF0000, 0xF0000000, True, True),
-                  Mapping(0xF0400000, 0xF0800000, False, True), Mapping(0xF1000000, 0xF1001000, True, False),
-                  Mapping(0xF1400000, 0xF1401000, False, True)]  # fmt: skip
+    minix_like = [
+        Mapping(0x1000, 0x80000, True, True),
+        Mapping(0xEFFF0000, 0xF0000000, True, True),
+        Mapping(0xF0400000, 0xF0800000, False, True),
+        Mapping(0xF1000000, 0xF1001000, True, False),
+        Mapping(0xF1400000, 0xF1401000, False, True),
+    ]
     assert kernel_vbase(minix_like) == 0xF0400000  # a user page above the kernel does not move it
     assert kernel_vbase([Mapping(0x1000, 0x2000, True, True)]) is None
 
@@ -120,8 +137,11 @@ def test_info_tlb_of_the_real_guest() -> None:
     assert head[0].vaddr == 0x08048000 and head[0].flags == "----A--U-"
     excerpt = parse_info_tlb(text("i386-info-tlb-excerpt.txt"))
     large = [e for e in excerpt if e.large]
-    assert [(e.vaddr, e.paddr) for e in large] == [(0xC0400000, 0x400000), (0xC0800000, 0x800000),
-                                                   (0xC0C00000, 0xC00000)]  # fmt: skip
+    assert [(e.vaddr, e.paddr) for e in large] == [
+        (0xC0400000, 0x400000),
+        (0xC0800000, 0x800000),
+        (0xC0C00000, 0xC00000),
+    ]
     assert all(e.flags == "-GPDA---W" for e in large)
     assert not any(e.user for e in excerpt)
 

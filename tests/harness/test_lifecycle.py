@@ -54,11 +54,24 @@ def _inner_session(tmp_path: Path, pytestconfig: pytest.Config, hold: bool) -> t
     arch = pytestconfig.getoption("minix_arch") or "i386"
     arch = "i386" if arch == "all" else arch
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--arch={arch}", "--guest=reference",
-         "--accel=tcg",
-         f"--basetemp={tmp_path / 'bt'}", str(tmp_path / "test_inner.py")],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--arch={arch}",
+            "--guest=reference",
+            "--accel=tcg",
+            f"--basetemp={tmp_path / 'bt'}",
+            str(tmp_path / "test_inner.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     return proc, out
 
 

@@ -32,8 +32,20 @@ from pytest_minix.mcp.sessions import check_command  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-TOOLS = {"list_guests", "list_images", "list_sessions", "boot", "run", "profile_boot", "trace_syscalls",
-         "monitor_memory", "check_claims", "snapshot", "restore", "shutdown"}  # fmt: skip
+TOOLS = {
+    "list_guests",
+    "list_images",
+    "list_sessions",
+    "boot",
+    "run",
+    "profile_boot",
+    "trace_syscalls",
+    "monitor_memory",
+    "check_claims",
+    "snapshot",
+    "restore",
+    "shutdown",
+}
 
 
 # Installed into the reference guest to exercise trace_syscalls' tracing path (the reference guest
@@ -158,7 +170,7 @@ async def _tools(tmp_path: Path, arch: str) -> None:
         # The tracing path itself, with a stand-in for MINIX's trace(1) (its options and output format):
         # quoting through `sh -c`, the trace file read back, the command's own output kept apart.
         _ok(await c.call_tool("run", {"session": sid, "command": TRACE_STANDIN}))
-        cmd = "echo 'open(\"looks like a call\")'; echo \"$((6*7))\""
+        cmd = 'echo \'open("looks like a call")\'; echo "$((6*7))"'
         trace = _ok(await c.call_tool("trace_syscalls", {"session": sid, "command": cmd}))
         assert trace["available"] is True and trace["tracer"] == "/usr/bin/trace"
         assert trace["calls"] == {"read": 2, "open": 1, "close": 1} and trace["total"] == 4
@@ -268,8 +280,11 @@ def test_vm_cap_profile_boot_and_claims(tmp_path: Path, arch: str) -> None:
             async def on_progress(progress: float, total: float | None, message: str | None) -> None:
                 notes.append((progress, message))
 
-            prof = _ok(await c.call_tool("profile_boot", {"guest": "reference", "arch": arch, "rounds": 2},
-                                         progress_callback=on_progress))  # fmt: skip
+            prof = _ok(
+                await c.call_tool(
+                    "profile_boot", {"guest": "reference", "arch": arch, "rounds": 2}, progress_callback=on_progress
+                )
+            )
             # Each boot was reported as it finished (MCP progress notifications).
             assert [p for p, _ in notes] == [1, 2], notes
             assert notes[1][1] and notes[1][1].startswith(f"boot 2/2 of reference {arch}: shell at "), notes
@@ -284,10 +299,15 @@ def test_vm_cap_profile_boot_and_claims(tmp_path: Path, arch: str) -> None:
 
             ids = ["ref.mem.total_ram", "ref.syscall.profile"]
             notes.clear()
-            rep = _ok(await c.call_tool("check_claims", {"guest": "reference", "arch": arch, "ids": ids},
-                                        progress_callback=on_progress))  # fmt: skip
+            rep = _ok(
+                await c.call_tool(
+                    "check_claims", {"guest": "reference", "arch": arch, "ids": ids}, progress_callback=on_progress
+                )
+            )
             assert [m for _, m in notes if m and m.startswith("claim ")] == [
-                "claim 1/2 ref.mem.total_ram: confirmed", "claim 2/2 ref.syscall.profile: inconclusive"]
+                "claim 1/2 ref.mem.total_ram: confirmed",
+                "claim 2/2 ref.syscall.profile: inconclusive",
+            ]
             outcomes = {v["id"]: v["outcome"] for v in rep["verdicts"]}
             assert outcomes == {"ref.mem.total_ram": "confirmed", "ref.syscall.profile": "inconclusive"}
             ram = next(v for v in rep["verdicts"] if v["id"] == "ref.mem.total_ram")
@@ -313,8 +333,9 @@ def test_overrun_call_is_stopped_with_its_vms(tmp_path: Path, arch: str) -> None
     async def main() -> None:
         async with _client(tmp_path) as c:
             server = _ok(await c.call_tool("list_sessions", {}))["server_pid"]
-            msg = _err(await c.call_tool("profile_boot", {"guest": "reference", "arch": arch, "rounds": 5,
-                                                         "timeout": 2}))  # fmt: skip
+            msg = _err(
+                await c.call_tool("profile_boot", {"guest": "reference", "arch": arch, "rounds": 5, "timeout": 2})
+            )
             assert "did not finish within 2 s and was stopped" in msg
             deadline = time.monotonic() + 10
             while _children(server) and time.monotonic() < deadline:
@@ -352,8 +373,13 @@ def _start_client(tmp_path: Path, arch: str) -> tuple[subprocess.Popen[str], dic
     script.write_text(CLIENT)
     args = ["-m", "pytest_minix.cli", "mcp", "--accel=tcg", f"--log-dir={tmp_path / 'logs'}"]
     with open(tmp_path / "client.stderr", "w") as err:
-        proc = subprocess.Popen([sys.executable, str(script), json.dumps(args), arch], stdout=subprocess.PIPE,
-                                stderr=err, text=True, cwd=tmp_path)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(script), json.dumps(args), arch],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=tmp_path,
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -397,8 +423,7 @@ def test_killed_client_leaves_no_qemu(tmp_path: Path, arch: str) -> None:
             proc.wait(10)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
-                         ids=lambda s: s.name)  # fmt: skip
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_signalled_server_stops_its_vms(tmp_path: Path, arch: str, sig: signal.Signals) -> None:
     proc, info = _start_client(tmp_path, arch)
     try:
@@ -441,13 +466,14 @@ def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[claim]]\nid = "x"\nstatement = "s"\nmetric = "no.such.metric"\n')
     cli = [sys.executable, "-m", "pytest_minix.cli", "mcp", f"--log-dir={tmp_path / 'logs'}"]
-    r = subprocess.run([*cli, f"--claims={bad}"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
+    r = subprocess.run([*cli, f"--claims={bad}"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and f"{bad}:" in r.stderr, r.stderr
     assert "serving" not in r.stderr
-    for opt, expect in (("--max-vms=0", "--max-vms: must be at least 1"),
-                        ("--call-timeout=-5", "--call-timeout: must be more than 0"),
-                        ("--emulation-factor=0.5", "--emulation-factor: is a slowdown factor")):  # fmt: skip
+    for opt, expect in (
+        ("--max-vms=0", "--max-vms: must be at least 1"),
+        ("--call-timeout=-5", "--call-timeout: must be more than 0"),
+        ("--emulation-factor=0.5", "--emulation-factor: is a slowdown factor"),
+    ):
         r = subprocess.run([*cli, opt], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and expect in r.stderr, r.stderr
 
@@ -455,8 +481,13 @@ def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
 def test_example_client_runs(tmp_path: Path, arch: str) -> None:
     """examples/mcp_client.py, as a user would run it, against the reference guest."""
     example = Path(__file__).resolve().parents[2] / "examples" / "mcp_client.py"
-    r = subprocess.run([sys.executable, str(example), "--guest", "reference", "--arch", arch], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(example), "--guest", "reference", "--arch", arch],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     for part in ("== boot", "== run", "== monitor_memory", "== trace_syscalls", "== serial log", "== check_claims"):
         assert part in r.stdout, r.stdout[-3000:]

@@ -25,9 +25,13 @@ def test_meminfo_free_formats() -> None:
 
 def test_parse_meminfo_keeps_every_field() -> None:
     linux = parse_meminfo(LINUX_MEMINFO + "HugePages_Total:       0\nActive(anon):      4068 kB\n")
-    assert linux == {"MemTotal": pytest.approx(243584 / 1024), "MemFree": pytest.approx(226668 / 1024),
-                     "MemAvailable": pytest.approx(223824 / 1024), "HugePages_Total": 0.0,
-                     "Active(anon)": pytest.approx(4068 / 1024)}  # fmt: skip
+    assert linux == {
+        "MemTotal": pytest.approx(243584 / 1024),
+        "MemFree": pytest.approx(226668 / 1024),
+        "MemAvailable": pytest.approx(223824 / 1024),
+        "HugePages_Total": 0.0,
+        "Active(anon)": pytest.approx(4068 / 1024),
+    }
     minix = parse_meminfo("4096 65536 52000 51000 1200\n")
     assert minix["total_mib"] == 256.0 and minix["free_pages"] == 52000
     assert minix["free_mib"] == pytest.approx(meminfo_free_mib("4096 65536 52000 51000 1200\n") or 0)

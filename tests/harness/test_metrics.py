@@ -48,15 +48,37 @@ def test_every_whitepaper_claim_has_a_method_or_a_stated_reason() -> None:
     with_method = {c.id for c in WHITEPAPER if c.metric not in NO_METHOD}
     # Measured now: boot figures, the IDT and page tables over QMP, in-guest latencies, the RAM bisection,
     # trace(1) and RS restarts (MINIX only).
-    assert with_method == {"boot.kernel_init.i386", "boot.kernel_init.arm", "boot.kernel_mean", "boot.to_login",
-                           "boot.total_timeline", "boot.full_to_login", "boot.processes", "boot.phases",
-                           "syscall.vector", "syscall.fast_paths_unused", "syscall.roundtrip_cycles", "syscall.profile",
-                           "proc.fork", "proc.exec", "sched.context_switch", "mem.kernel_vbase.ch4",
-                           "mem.kernel_vbase.ch14", "mem.pse_unused", "mem.kernel_text", "mem.min_ram",
-                           "rel.driver_restart"}  # fmt: skip
+    assert with_method == {
+        "boot.kernel_init.i386",
+        "boot.kernel_init.arm",
+        "boot.kernel_mean",
+        "boot.to_login",
+        "boot.total_timeline",
+        "boot.full_to_login",
+        "boot.processes",
+        "boot.phases",
+        "syscall.vector",
+        "syscall.fast_paths_unused",
+        "syscall.roundtrip_cycles",
+        "syscall.profile",
+        "proc.fork",
+        "proc.exec",
+        "sched.context_switch",
+        "mem.kernel_vbase.ch4",
+        "mem.kernel_vbase.ch14",
+        "mem.pse_unused",
+        "mem.kernel_text",
+        "mem.min_ram",
+        "rel.driver_restart",
+    }
     without = {c.id for c in WHITEPAPER} - with_method
-    assert without == {"boot.critical_path", "ipc.roundtrip", "mem.resident", "mem.tlb_hit_rate",
-                       "perf.microkernel_penalty"}  # fmt: skip
+    assert without == {
+        "boot.critical_path",
+        "ipc.roundtrip",
+        "mem.resident",
+        "mem.tlb_hit_rate",
+        "perf.microkernel_penalty",
+    }
 
 
 def test_boot_processes_from_the_running_kernels_image_table() -> None:
@@ -64,8 +86,25 @@ def test_boot_processes_from_the_running_kernels_image_table() -> None:
     text = (FIXTURES / "live" / "kernel-image-table.hex").read_text()
     raw = bytes.fromhex("".join(ln for ln in text.splitlines() if not ln.startswith("#")).replace(" ", ""))
     procs = decode_boot_image(raw)
-    assert [p.name for p in procs] == ["asyncm", "idle", "clock", "system", "kernel", "ds", "rs", "pm", "sched",
-                                       "vfs", "memory", "tty", "mib", "vm", "pfs", "mfs", "init"]  # fmt: skip
+    assert [p.name for p in procs] == [
+        "asyncm",
+        "idle",
+        "clock",
+        "system",
+        "kernel",
+        "ds",
+        "rs",
+        "pm",
+        "sched",
+        "vfs",
+        "memory",
+        "tty",
+        "mib",
+        "vm",
+        "pfs",
+        "mfs",
+        "init",
+    ]
     assert [p.name for p in procs if p.kernel_task] == ["asyncm", "idle", "clock", "system", "kernel"]
     modules = [p for p in procs if not p.kernel_task]
     assert all(p.length > 0 and p.start_addr > 0 for p in modules)  # kmain filled in each module's place

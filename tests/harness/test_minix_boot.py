@@ -146,8 +146,9 @@ def test_users_disk_image_boots_rootdev_c0d0p0_and_is_never_written(tmp_path, st
 def test_a_guest_that_never_prompts_fails_with_its_serial_log(pytester: pytest.Pytester, stub_iso: Path) -> None:
     """The stub never says `login:`: the session errors (not skips) with BootTimeout and the log path."""
     pytester.makepyfile(test_inner="def test_x(guest):\n    pass\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--minix-image={stub_iso}", "--accel=tcg",
-                                           "--boot-timeout=4")  # fmt: skip
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--minix-image={stub_iso}", "--accel=tcg", "--boot-timeout=4"
+    )
     result.assert_outcomes(errors=1)
     out = re.sub(r"\s+", " ", result.stdout.str())
     assert "BootTimeout" in out and "never reached its login prompt within --boot-timeout=4 s" in out
@@ -158,8 +159,16 @@ def test_a_guest_that_never_prompts_fails_with_its_serial_log(pytester: pytest.P
 
 def test_network_is_off_unless_asked_and_then_minix_gets_an_e1000(tmp_path, stub_iso):
     for network, nic in ((False, "none"), (True, "user,model=e1000")):
-        pool = VMPool(HarnessConfig(guest="minix", arches=("i386",), accel="tcg", log_dir=tmp_path / "logs",
-                                    network=network, minix=MinixSource(image=stub_iso)))  # fmt: skip
+        pool = VMPool(
+            HarnessConfig(
+                guest="minix",
+                arches=("i386",),
+                accel="tcg",
+                log_dir=tmp_path / "logs",
+                network=network,
+                minix=MinixSource(image=stub_iso),
+            )
+        )
         try:
             argv = pool.machine(pool.spec("i386")).build_argv()
             assert argv[argv.index("-nic") + 1] == nic

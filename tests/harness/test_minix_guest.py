@@ -35,8 +35,9 @@ def skipped_lines(out: str) -> list[str]:
 
 
 @pytest.mark.parametrize("how", ["option", "env"])
-def test_no_image_offline_skips_every_minix_test_with_one_reason(session: pytest.Pytester, how: str,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_no_image_offline_skips_every_minix_test_with_one_reason(
+    session: pytest.Pytester, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["-p", "no:cacheprovider", "-rs", "--arch=i386"]  # --guest=minix is the default
     if how == "option":
         args.append("--offline")
@@ -49,8 +50,13 @@ def test_no_image_offline_skips_every_minix_test_with_one_reason(session: pytest
     lines = skipped_lines(out)
     assert len(lines) == 1 and lines[0].startswith("SKIPPED [3]"), lines  # one reason, not three
     reason = re.sub(r"\s+", " ", out)
-    for part in ("minix_R3.4.0rc6-d5e4fc0.iso", "pytest-minix fetch 3.4.0rc6", "--minix-image PATH",
-                 "--guest=reference", "https://download.minix3.org/iso/snapshot/"):  # fmt: skip
+    for part in (
+        "minix_R3.4.0rc6-d5e4fc0.iso",
+        "pytest-minix fetch 3.4.0rc6",
+        "--minix-image PATH",
+        "--guest=reference",
+        "https://download.minix3.org/iso/snapshot/",
+    ):
         assert part in reason
     assert "guest unavailable, its tests were skipped" in out
 
@@ -60,13 +66,20 @@ def test_arm_lane_skips_naming_the_missing_machine(session: pytest.Pytester) -> 
     result.assert_outcomes(skipped=3)
     out = re.sub(r"\s+", " ", result.stdout.str())
     assert len(skipped_lines(result.stdout.str())) == 1
-    for part in ("needs QEMU machine 'beaglexm'", "-machine help", "qemu-linaro", "--qemu-arm PATH",
-                 "--minix-arm-image PATH", "--guest=reference"):  # fmt: skip
+    for part in (
+        "needs QEMU machine 'beaglexm'",
+        "-machine help",
+        "qemu-linaro",
+        "--qemu-arm PATH",
+        "--minix-arm-image PATH",
+        "--guest=reference",
+    ):
         assert part in out
 
 
-def test_arm_lane_with_a_qemu_that_has_the_machine_asks_for_the_sd_image(session: pytest.Pytester,
-                                                                         tmp_path: Path) -> None:  # fmt: skip
+def test_arm_lane_with_a_qemu_that_has_the_machine_asks_for_the_sd_image(
+    session: pytest.Pytester, tmp_path: Path
+) -> None:
     # A stand-in QEMU whose `-machine help` lists beaglexm: the next thing missing is the SD image.
     fake = tmp_path / "qemu-system-arm"
     fake.write_text("#!/bin/sh\necho 'Supported machines are:'\necho 'beaglexm             Beagle board XM'\n")

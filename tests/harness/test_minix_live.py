@@ -32,8 +32,10 @@ from pytest_minix.media.minix import MinixSource
 DISK = os.environ.get("PYTEST_MINIX_LIVE_DISK")
 BOOT_DIR = os.environ.get("PYTEST_MINIX_LIVE_BOOT_DIR")
 ISO = os.environ.get("PYTEST_MINIX_LIVE_ISO")
-HOW = ("set PYTEST_MINIX_LIVE_DISK and PYTEST_MINIX_LIVE_BOOT_DIR (a MINIX disk image and its kernel and "
-       "modules) and/or PYTEST_MINIX_LIVE_ISO (a MINIX live CD); ../shared/minix-build/ builds them")  # fmt: skip
+HOW = (
+    "set PYTEST_MINIX_LIVE_DISK and PYTEST_MINIX_LIVE_BOOT_DIR (a MINIX disk image and its kernel and "
+    "modules) and/or PYTEST_MINIX_LIVE_ISO (a MINIX live CD); ../shared/minix-build/ builds them"
+)
 needs_disk = pytest.mark.skipif(not (DISK and BOOT_DIR), reason=f"no live MINIX disk configured: {HOW}")
 needs_iso = pytest.mark.skipif(not ISO, reason=f"no live MINIX CD configured: {HOW}")
 

@@ -270,8 +270,15 @@ def test_login_prompt_then_uname_and_interleaved_output(replay: Replayer, profil
     after_login, rest = split_after(rest, b"minix# ")
     uname, rest = split_after(rest, b"minix# ")
     _, shutdown = split_after(rest, b"minix# shutdown -p now\r\n")
-    steps: list[Step] = [*boot, Await(rb"root\r"), *after_login, Await(rb"uname -a\r"), *uname,
-                         Await(rb"shutdown -p now\r"), *shutdown]  # fmt: skip
+    steps: list[Step] = [
+        *boot,
+        Await(rb"root\r"),
+        *after_login,
+        Await(rb"uname -a\r"),
+        *uname,
+        Await(rb"shutdown -p now\r"),
+        *shutdown,
+    ]
     con, peer = replay(steps, 0.005)
 
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns)
@@ -314,11 +321,17 @@ def test_shell_login_against_replayed_minix(replay: Replayer, profile: GuestProf
     """The real Shell.login against MINIX's recorded login bytes (a replay, not a live MINIX)."""
     boot, rest = split_after(transcript("boot-login-commands"), b"login: ")
     after_login, _ = split_after(rest, b"minix# ")
-    steps: list[Step] = [*boot, Await(rb"root\r"), *after_login,
-                         # The setup line, echoed (echo is on until its stty runs), then the new PS1;
-                         # then the frame functions (echo now off) and the prompt again.
-                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(after_login[-1].t, PS1.encode()),
-                         Await(rb"_pmS\(\)[^\r]*\r"), Send(0.0, PS1.encode())]  # fmt: skip
+    steps: list[Step] = [
+        *boot,
+        Await(rb"root\r"),
+        *after_login,
+        # The setup line, echoed (echo is on until its stty runs), then the new PS1;
+        # then the frame functions (echo now off) and the prompt again.
+        Await(rb"[^\r]*PS1=[^\r]*\r", echo=True),
+        Send(after_login[-1].t, PS1.encode()),
+        Await(rb"_pmS\(\)[^\r]*\r"),
+        Send(0.0, PS1.encode()),
+    ]
     con, peer = replay(steps, 0.01)
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     t = Shell(con, profile).login(timeout=10)
@@ -350,9 +363,18 @@ def test_login_survives_system_output_interleaved_with_it(replay: Replayer, prof
     after_login, _ = split_after(rest, b"minix# ")
     noise = Send(after_login[0].t, b"\r\ne1000(-3): panic: Crash!\r\n")
     motd, prompt = after_login[:-1], after_login[-1]
-    steps: list[Step] = [*boot, noise, Await(rb"root\r"), *motd, noise, prompt,
-                         Await(rb"[^\r]*PS1=[^\r]*\r", echo=True), Send(prompt.t, PS1.encode()),
-                         Await(rb"_pmS\(\)[^\r]*\r"), Send(prompt.t, PS1.encode())]  # fmt: skip
+    steps: list[Step] = [
+        *boot,
+        noise,
+        Await(rb"root\r"),
+        *motd,
+        noise,
+        prompt,
+        Await(rb"[^\r]*PS1=[^\r]*\r", echo=True),
+        Send(prompt.t, PS1.encode()),
+        Await(rb"_pmS\(\)[^\r]*\r"),
+        Send(prompt.t, PS1.encode()),
+    ]
     con, peer = replay(steps, 0.0)
     con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
     Shell(con, profile).login(timeout=10)

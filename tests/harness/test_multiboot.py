@@ -68,19 +68,27 @@ def test_extracted_boot_set_boots_under_qemu(tmp_path: Path) -> None:
     out = run_qemu(
         [
             QEMU,
-            "-machine", "pc",
-            "-accel", "tcg",
-            "-m", "64",
+            "-machine",
+            "pc",
+            "-accel",
+            "tcg",
+            "-m",
+            "64",
             "-nodefaults",
-            "-display", "none",
+            "-display",
+            "none",
             "-no-user-config",
-            "-kernel", str(boot.kernel),
-            "-initrd", boot.initrd_arg(),
-            "-append", APPEND,
-            "-drive", f"file={iso},if=ide,index=2,media=cdrom,readonly=on,format=raw",
+            "-kernel",
+            str(boot.kernel),
+            "-initrd",
+            boot.initrd_arg(),
+            "-append",
+            APPEND,
+            "-drive",
+            f"file={iso},if=ide,index=2,media=cdrom,readonly=on,format=raw",
         ],
         tmp_path / "serial.out",
-    )  # fmt: skip
+    )
     lines = out.splitlines()
     # QEMU's multiboot loader puts the kernel's file name in front of the -append text.
     assert lines[0] == f"CMDLINE {boot.kernel} {APPEND}"

@@ -58,14 +58,26 @@ def test_shards_per_arch_merge_into_one_report(project: pytest.Pytester) -> None
         r = project.runpytest_subprocess(*ARGS, f"--arch={arch}", f"--claims-report=shard-{arch}.json")
         r.assert_outcomes(passed=1, failed=1)
     out = project.path / "merged.json"
-    cmd = [sys.executable, "-m", "pytest_minix.cli", "merge-reports", "shard-i386.json", "shard-arm.json",
-           "-o", str(out), "--fail-on-refuted"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest_minix.cli",
+        "merge-reports",
+        "shard-i386.json",
+        "shard-arm.json",
+        "-o",
+        str(out),
+        "--fail-on-refuted",
+    ]
     res = subprocess.run(cmd, cwd=project.path, capture_output=True, text=True, check=False)
     assert res.returncode == 1, res.stderr  # a refuted claim in any shard fails the merged gate
     data = json.loads(out.read_text())
     assert sorted((v["id"], v["arch"], v["outcome"]) for v in data["verdicts"]) == [
-        ("t.ram", "arm", "confirmed"), ("t.ram", "i386", "confirmed"),
-        ("t.ram.false", "arm", "refuted"), ("t.ram.false", "i386", "refuted")]  # fmt: skip
+        ("t.ram", "arm", "confirmed"),
+        ("t.ram", "i386", "confirmed"),
+        ("t.ram.false", "arm", "refuted"),
+        ("t.ram.false", "i386", "refuted"),
+    ]
     assert [m["source"] for m in data["pytest_minix"]["merged_from"]] == ["shard-i386.json", "shard-arm.json"]
     assert data["summary"] == {"confirmed": 2, "refuted": 2, "inconclusive": 0}
     assert "4 claims: 2 confirmed, 2 refuted, 0 inconclusive" in res.stdout
@@ -74,8 +86,13 @@ def test_shards_per_arch_merge_into_one_report(project: pytest.Pytester) -> None
 
 def test_merge_rejects_something_that_is_not_a_report(project: pytest.Pytester) -> None:
     (project.path / "junk.json").write_text('{"hello": 1}')
-    res = subprocess.run([sys.executable, "-m", "pytest_minix.cli", "merge-reports", "junk.json", "-o", "m.json"],
-                         cwd=project.path, capture_output=True, text=True, check=False)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest_minix.cli", "merge-reports", "junk.json", "-o", "m.json"],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 2 and "not a pytest-minix claims report" in res.stderr
 
 
@@ -85,8 +102,16 @@ def test_execnet_gateways_distribute_the_suite(project: pytest.Pytester) -> None
     Here two local `popen` gateways; across hosts the same with `--tx ssh=user@host//python=...`
     (pytest-minix and QEMU installed there, the project checked out at the same path)."""
     py = sys.executable
-    r = project.runpytest_subprocess(*ARGS, "--arch=all", "-d", "--tx", f"popen//python={py}",
-                                     "--tx", f"popen//python={py}", "--claims-report=dist.json")  # fmt: skip
+    r = project.runpytest_subprocess(
+        *ARGS,
+        "--arch=all",
+        "-d",
+        "--tx",
+        f"popen//python={py}",
+        "--tx",
+        f"popen//python={py}",
+        "--claims-report=dist.json",
+    )
     r.assert_outcomes(passed=2, failed=2)
     data = json.loads((project.path / "dist.json").read_text())
     assert len(data["verdicts"]) == 4

@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_wheel_contains_vm_and_entry_points(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     (wheel,) = tmp_path.glob("pytest_minix-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

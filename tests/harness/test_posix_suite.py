@@ -49,8 +49,10 @@ def test_failures_skips_aborts_and_a_hang_from_source_formats() -> None:
 
 
 def test_tap_mode_from_source_format() -> None:
-    text = ("1..3\nok test 1\nnot ok test 2\n# Test  2 \n# test2.c:120: Subtest 3,  error 7,  errno 2: x\n"
-            "# 1 errors\nok test sh1\n")  # fmt: skip
+    text = (
+        "1..3\nok test 1\nnot ok test 2\n# Test  2 \n# test2.c:120: Subtest 3,  error 7,  errno 2: x\n"
+        "# 1 errors\nok test sh1\n"
+    )
     res = parse_tap(text)
     assert res.planned == 3 and res.passed == ["1", "sh1"] and res.failed == ["2"]
     assert res.outcomes["2"].detail[-1] == "1 errors"

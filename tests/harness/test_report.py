@@ -41,13 +41,40 @@ def test_json_round_trips_with_all_fields() -> None:
     assert data["pytest_minix"] == META
     assert data["summary"] == r.counts()
     first = data["verdicts"][0]
-    for key in ("id", "statement", "source", "where", "guest", "arch", "metric", "unit", "claimed", "expect",
-                "measured_as", "outcome", "reason", "stats", "samples", "measurement_unit", "interval",
-                "emulation_factor", "conditions", "note", "extra"):  # fmt: skip
+    for key in (
+        "id",
+        "statement",
+        "source",
+        "where",
+        "guest",
+        "arch",
+        "metric",
+        "unit",
+        "claimed",
+        "expect",
+        "measured_as",
+        "outcome",
+        "reason",
+        "stats",
+        "samples",
+        "measurement_unit",
+        "interval",
+        "emulation_factor",
+        "conditions",
+        "note",
+        "extra",
+    ):
         assert key in first, key
     assert first["where"] == "claims/boot.toml:3" and first["claimed"] == "50-200 ms"
-    assert first["expect"] == {"lo": 50, "hi": 200, "exact": False, "tol_lo": 0, "tol_hi": 0,
-                               "text": "50-200 ms", "widened": [50, 200]}  # fmt: skip
+    assert first["expect"] == {
+        "lo": 50,
+        "hi": 200,
+        "exact": False,
+        "tol_lo": 0,
+        "tol_hi": 0,
+        "text": "50-200 ms",
+        "widened": [50, 200],
+    }
     assert first["samples"] == [12.1, 12.5, 13.0] and first["measurement_unit"] == "s" and first["unit"] == "ms"
     assert first["stats"]["median"] == pytest.approx(12500) and first["stats"]["n"] == 3
     assert set(first["stats"]) == {"n", "median", "mean", "stdev", "min", "max", "ci_lo", "ci_hi", "confidence"}

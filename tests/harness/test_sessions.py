@@ -27,8 +27,9 @@ def test_boots(vm_pool):
 @pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess("-s", *ARGS, "--arch=i386", "--accel=auto", "-W",
-                                           "always::pytest_minix.qemu.accel.KvmFallbackWarning")  # fmt: skip
+    result = pytester.runpytest_subprocess(
+        "-s", *ARGS, "--arch=i386", "--accel=auto", "-W", "always::pytest_minix.qemu.accel.KvmFallbackWarning"
+    )
     out = result.stdout.str()
     result.assert_outcomes(passed=1)
     if "ACCEL=kvm" not in out:
@@ -124,8 +125,9 @@ def test_html_report_carries_serial_log_and_timeline(pytester: pytest.Pytester) 
     pytest.importorskip("pytest_html")
     pytest.importorskip("matplotlib")
     pytester.makepyfile(test_inner=INNER)
-    result = pytester.runpytest_subprocess(*ARGS, "--arch=i386", "--accel=tcg", "--html=report.html",
-                                           "--self-contained-html")  # fmt: skip
+    result = pytester.runpytest_subprocess(
+        *ARGS, "--arch=i386", "--accel=tcg", "--html=report.html", "--self-contained-html"
+    )
     result.assert_outcomes(passed=1)
     html = (pytester.path / "report.html").read_text()
     assert "serial log (i386)" in html and "boot timeline (i386)" in html

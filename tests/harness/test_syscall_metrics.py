@@ -69,8 +69,10 @@ def test_dd_mismatch() -> None:
     assert dd_mismatch((FIXTURES / "dd-ring-count300.stderr").read_text(), 300, 2) is None
     assert dd_mismatch((FIXTURES / "dd-pipe-bs65536-count20.stderr").read_text(), 20, 2, exact=False) is None
     # A pipe reader may see partial blocks; the writer's lines must be whole.
-    assert dd_mismatch("20+0 records in\n20+0 records out\n35+10 records in\n35+10 records out\n", 20, 2,
-                       exact=False) is None  # fmt: skip
+    assert (
+        dd_mismatch("20+0 records in\n20+0 records out\n35+10 records in\n35+10 records out\n", 20, 2, exact=False)
+        is None
+    )
     assert "did not move 20 whole blocks" in str(dd_mismatch("20+0 records in\n19+1 records out\n", 20, 1))
     # One dd of two printed nothing (killed by SIGPIPE, say): refused, not silently accepted.
     assert "expected 4 dd records lines, got 2" in str(dd_mismatch(MINIX_DD.replace("1000", "300"), 300, 2))
@@ -162,8 +164,12 @@ def test_time_workload_loops_share_the_count_with_their_baseline() -> None:
 def test_time_workload_refuses_failed_commands_and_short_dd() -> None:
     failed = ms.time_workload(_fake_ctx(), SimpleNamespace(shell=FakeShell(status=127)), "t", ms.READ_WRITE_BYTE)  # type: ignore[arg-type]
     assert failed.error is not None and "exited with status 127" in failed.error and failed.work_s == []
-    short = ms.time_workload(_fake_ctx(), SimpleNamespace(shell=FakeShell(records="5+0 records in\n5+0 records out\n")),
-                             "t", ms.READ_WRITE_BYTE)  # type: ignore[arg-type]  # fmt: skip
+    short = ms.time_workload(
+        _fake_ctx(),
+        SimpleNamespace(shell=FakeShell(records="5+0 records in\n5+0 records out\n")),
+        "t",
+        ms.READ_WRITE_BYTE,
+    )  # type: ignore[arg-type]
     assert short.error is not None and "did not move" in short.error
 
 
@@ -182,8 +188,16 @@ def test_workload_commands() -> None:
 def test_commands_fit_minix_tty_input_queue() -> None:
     # MINIX's tty queue holds 256 bytes (TTY_IN_BYTES) and drops the rest; the harness's framing
     # shares it, so every command must stay short even with seven-digit counts.
-    workloads = [ms.READ_WRITE_BYTE, ms.PIPE_BYTE, ms.PIPE_BLOCK, ms.RING, ms.STAT, ms.FORK,
-                 ms.fork_exec_workload("/usr/bin/env"), ms.exec_workload("/usr/bin/env")]  # fmt: skip
+    workloads = [
+        ms.READ_WRITE_BYTE,
+        ms.PIPE_BYTE,
+        ms.PIPE_BLOCK,
+        ms.RING,
+        ms.STAT,
+        ms.FORK,
+        ms.fork_exec_workload("/usr/bin/env"),
+        ms.exec_workload("/usr/bin/env"),
+    ]
     for w in workloads:
         for cmd in (w.work(w.max_count), w.base(w.max_count)):
             assert len(cmd) <= ms.MAX_COMMAND, cmd

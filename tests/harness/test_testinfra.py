@@ -108,8 +108,12 @@ def test_minix_processes_from_psinfo() -> None:
 def test_minix_user_without_getent() -> None:
     user = fake_host(MINIX).user()
     assert (user.name, user.home, user.shell, user.gecos, user.password) == (
-        "root", "/root", "/bin/sh", "Charlie &", "*",
-    )  # fmt: skip
+        "root",
+        "/root",
+        "/bin/sh",
+        "Charlie &",
+        "*",
+    )
 
 
 def test_linux_stat_with_odd_comm_and_kernel_thread() -> None:
@@ -128,19 +132,21 @@ def test_linux_stat_with_odd_comm_and_kernel_thread() -> None:
 
 
 def test_busybox_fixups() -> None:
-    host = fake_host({
-        UNAME: "Linux\n6.1.0\ni686\n",
-        "cat /etc/os-release": (1, "", "no such file\n"),
-        "cat /etc/redhat-release": (1, "", ""),
-        "cat /etc/alpine-release": (1, "", ""),
-        "busybox 2>/dev/null | head -n 1": "BusyBox v1.35.0 (Debian) multi-call binary.\n",
-        "stat -Lc %U /etc/passwd": "UNKNOWN\n",
-        "stat -Lc %u /etc/passwd": "0\n",
-        "awk -F: -v i=0 '$3 == i { print $1; exit }' /etc/passwd": "root\n",
-        "stat -Lc %G /etc/passwd": "root\n",
-        "ls -1 -q -- /tmp": (1, "", "ls: invalid option -- 'q'\n"),
-        "ls -1 -- /tmp": "a\nb\n",
-    })  # fmt: skip
+    host = fake_host(
+        {
+            UNAME: "Linux\n6.1.0\ni686\n",
+            "cat /etc/os-release": (1, "", "no such file\n"),
+            "cat /etc/redhat-release": (1, "", ""),
+            "cat /etc/alpine-release": (1, "", ""),
+            "busybox 2>/dev/null | head -n 1": "BusyBox v1.35.0 (Debian) multi-call binary.\n",
+            "stat -Lc %U /etc/passwd": "UNKNOWN\n",
+            "stat -Lc %u /etc/passwd": "0\n",
+            "awk -F: -v i=0 '$3 == i { print $1; exit }' /etc/passwd": "root\n",
+            "stat -Lc %G /etc/passwd": "root\n",
+            "ls -1 -q -- /tmp": (1, "", "ls: invalid option -- 'q'\n"),
+            "ls -1 -- /tmp": "a\nb\n",
+        }
+    )
     info = host.system_info
     assert (info.type, info.distribution, info.release, info.kernel_release) == ("linux", "busybox", "1.35.0", "6.1.0")
     f = host.file("/etc/passwd")

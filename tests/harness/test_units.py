@@ -108,8 +108,10 @@ def test_runtime_root_rejects_a_shared_directory(tmp_path: Path, monkeypatch: py
 
 def test_key_under_wrong_table_is_an_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('name="b"\n[login]\nprompt="x"\nuser="r"\nshell_prompt="#"\n[shell]\nsetup="stty -echo"\n'
-                   'panic_patterns=["oops"]\n[arch.i386]\nqemu="q"\nmachine="pc"\n')  # fmt: skip
+    bad.write_text(
+        'name="b"\n[login]\nprompt="x"\nuser="r"\nshell_prompt="#"\n[shell]\nsetup="stty -echo"\n'
+        'panic_patterns=["oops"]\n[arch.i386]\nqemu="q"\nmachine="pc"\n'
+    )
     with pytest.raises(ConfigError, match=r"unknown key\(s\) shell\.panic_patterns"):
         parse_profile(bad)
 

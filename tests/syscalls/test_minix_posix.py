@@ -25,9 +25,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("posix_test", [pytest.param("-", marks=pytest.mark.skip(reason=why))], ids=["suite"])
         return
     known = set((metafunc.config.getini("minix_posix_known_failures") or "53 75 85 isofs vnd").split())
-    params = [pytest.param(name, marks=pytest.mark.xfail(reason="known to fail or hang on some hosts (MINIX docs)",
-                                                         strict=False)) if name in known else name
-              for name in POSIX_TESTS]  # fmt: skip
+    params = [
+        pytest.param(
+            name, marks=pytest.mark.xfail(reason="known to fail or hang on some hosts (MINIX docs)", strict=False)
+        )
+        if name in known
+        else name
+        for name in POSIX_TESTS
+    ]
     metafunc.parametrize("posix_test", params)
 
 
@@ -44,8 +49,10 @@ def test_posix(guest: VM, posix_test: str, posix_suite_listing: dict[str, set[st
         listing = set(r.stdout.split()) if r.ok else set()
         posix_suite_listing[guest.arch] = listing
     if not listing:
-        pytest.skip(f"{SUITE} is not on this image (the live CD has no tests): use an installed or HD image "
-                    "(--minix-image) to run MINIX's POSIX suite")  # fmt: skip
+        pytest.skip(
+            f"{SUITE} is not on this image (the live CD has no tests): use an installed or HD image "
+            "(--minix-image) to run MINIX's POSIX suite"
+        )
     if posix_test not in listing:
         pytest.skip(f"test {posix_test} is not in this image's suite")
     timeout = float(pytestconfig.getini("minix_posix_timeout") or 600)
@@ -54,8 +61,10 @@ def test_posix(guest: VM, posix_test: str, posix_suite_listing: dict[str, set[st
         r = guest.shell.run(f"cd {SUITE} && ./run -T -t {posix_test}; cd /", timeout=timeout, tty_stdin=True)
     except CommandTimeout as exc:
         # The test hung (the harness interrupted it and resynchronised): a failure of the test, not of the harness.
-        pytest.fail(f"MINIX POSIX test {posix_test} did not finish within {timeout:.0f} s "
-                    f"(ini minix_posix_timeout): {str(exc).splitlines()[0][:300]}")  # fmt: skip
+        pytest.fail(
+            f"MINIX POSIX test {posix_test} did not finish within {timeout:.0f} s "
+            f"(ini minix_posix_timeout): {str(exc).splitlines()[0][:300]}"
+        )
     if "No test binaries found" in r.stdout:
         # OBSERVED for test 63 on a build without shared libraries (MKPIC=no): listed, not built.
         pytest.skip(f"test {posix_test} is listed but not built in this image: ./run says {r.stdout.strip()!r}")
