@@ -14,6 +14,15 @@ from pytest_minix.paths import vm_dir
 ARCHES = ("i386", "arm")
 
 
+def expand_arch(value: str, option: str = "--arch") -> tuple[str, ...]:
+    """The arches an ``--arch`` value names: one of :data:`ARCHES`, or ``all`` for every one."""
+    if value == "all":
+        return ARCHES
+    if value not in ARCHES:
+        raise ConfigError(f"{option}={value!r} is not supported; use one of {', '.join(ARCHES)} or all.")
+    return (value,)
+
+
 @dataclass(frozen=True)
 class Marker:
     """A boot milestone: the first console line matching ``regex``."""

@@ -16,6 +16,7 @@ from qemu.qmp import QMPError
 
 from pytest_minix.errors import HarnessError
 from pytest_minix.guest.vm import VM
+from pytest_minix.measure.boot import count_boot_image_processes
 from pytest_minix.measure.kernel_image import (
     CR4_PAE,
     CR4_PSE,
@@ -37,7 +38,7 @@ from pytest_minix.measure.kernel_image import (
     user_vectors,
 )
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.metrics import MetricContext, _unmeasurable, count_boot_image_processes, metric
+from pytest_minix.measure.registry import Metric, MetricContext, metric
 
 CR0_PG = 1 << 31
 _NOT_I386 = (
@@ -88,17 +89,14 @@ def _gate_list(gates: list[Gate]) -> list[dict[str, Any]]:
 
 
 @metric("syscall.user_vectors", "count", "count", "IDT gates user mode may raise with INT n (present, DPL 3)")
-def syscall_user_vectors(ctx: MetricContext) -> Measurement:
-    mid = "syscall.user_vectors"
+def syscall_user_vectors(ctx: MetricContext, m: Metric) -> Measurement:
     if ctx.arch != "i386":
-        return _unmeasurable(ctx, mid, "count", _NOT_I386.format(what="IDT gates exist on x86 only"))
+        return m.unmeasurable(ctx, _NOT_I386.format(what="IDT gates exist on x86 only"))
     vm = ctx.guest()
     gates, where = read_idt(vm)
     users = user_vectors(gates)
     listing = ", ".join(f"0x{g.vector:02x} ({g.kind})" for g in users) or "none"
-    return Measurement(
-        mid,
-        "count",
+    return m.measurement(
         [float(len(users))],
         ctx.conditions(vm),
         note=f"present DPL-3 gates of the IDT at IDTR of CPU 0, read from guest memory: {listing}",
@@ -107,18 +105,15 @@ def syscall_user_vectors(ctx: MetricContext) -> Measurement:
 
 
 @metric("syscall.int80_user_gate", "flag", "flag", "IDT vector 0x80 is present with DPL 3 (INT 0x80 callable)")
-def syscall_int80_user_gate(ctx: MetricContext) -> Measurement:
-    mid = "syscall.int80_user_gate"
+def syscall_int80_user_gate(ctx: MetricContext, m: Metric) -> Measurement:
     if ctx.arch != "i386":
-        return _unmeasurable(ctx, mid, "flag", _NOT_I386.format(what="INT 0x80 is an x86 instruction"))
+        return m.unmeasurable(ctx, _NOT_I386.format(what="INT 0x80 is an x86 instruction"))
     vm = ctx.guest()
     gates, where = read_idt(vm)
     users = user_vectors(gates)
     yes = any(g.vector == 0x80 for g in users)
     g80 = next((g for g in gates if g.vector == 0x80), None)
-    return Measurement(
-        mid,
-        "flag",
+    return m.measurement(
         [1.0 if yes else 0.0],
         ctx.conditions(vm),
         note="vector 0x80: "
@@ -190,19 +185,16 @@ def _cpuinfo_flags(vm: VM) -> list[str] | str:
     "flag",
     "SYSENTER_CS and EFER.SCE left unset by the running kernel (read from QEMU's CPU state)",
 )
-def syscall_fast_paths_unused(ctx: MetricContext) -> Measurement:
-    mid = "syscall.fast_paths_unused"
+def syscall_fast_paths_unused(ctx: MetricContext, m: Metric) -> Measurement:
     if ctx.arch != "i386":
-        return _unmeasurable(ctx, mid, "flag", _NOT_I386.format(what="SYSENTER and SYSCALL are x86 instructions"))
+        return m.unmeasurable(ctx, _NOT_I386.format(what="SYSENTER and SYSCALL are x86 instructions"))
     vm = ctx.guest()
     feats = _cpu_features(vm)
     try:
         state, regs = read_cpu_state(vm)
     except (HarnessError, QMPError, ValueError) as e:
-        return _unmeasurable(
+        return m.unmeasurable(
             ctx,
-            mid,
-            "flag",
             f"the SYSENTER MSRs could not be read: QEMU 7.2's monitor does not "
             f"show them and its device-state stream gave no usable cpu section ({e})",
         )
@@ -235,42 +227,37 @@ def syscall_fast_paths_unused(ctx: MetricContext) -> Measurement:
         )
     elif value == 1.0 and not (feats["sep"] and feats["syscall"]):
         note += "; only the offered instruction was the kernel's choice"
-    return Measurement(mid, "flag", [value], ctx.conditions(vm), note=note, inconclusive=inconclusive, extra=extra)
+    return m.measurement([value], ctx.conditions(vm), note=note, inconclusive=inconclusive, extra=extra)
 
 
 # -- paging -------------------------------------------------------------------------------------
-def _paging(ctx: MetricContext, mid: str, unit: str, why_x86: str) -> tuple[VM, dict[str, int]] | Measurement:
+def _paging(ctx: MetricContext, m: Metric, why_x86: str) -> tuple[VM, dict[str, int]] | Measurement:
     """The VM and its registers when page tables can be read (i386, paging on), else the unmeasurable answer."""
     if ctx.arch != "i386":
-        return _unmeasurable(ctx, mid, unit, _NOT_I386.format(what=why_x86))
+        return m.unmeasurable(ctx, _NOT_I386.format(what=why_x86))
     vm = ctx.guest()
     regs = read_registers(vm)
     if not regs.get("CR0", 0) & CR0_PG:
-        return _unmeasurable(ctx, mid, unit, f"paging is off (CR0=0x{regs.get('CR0', 0):08x})")
+        return m.unmeasurable(ctx, f"paging is off (CR0=0x{regs.get('CR0', 0):08x})")
     return vm, regs
 
 
 @metric("mem.kernel_vbase", "address", "address", "lowest supervisor-only virtual mapping (info mem)")
-def mem_kernel_vbase(ctx: MetricContext) -> Measurement:
-    mid = "mem.kernel_vbase"
-    got = _paging(ctx, mid, "address", "the page tables are read with info mem")
+def mem_kernel_vbase(ctx: MetricContext, m: Metric) -> Measurement:
+    got = _paging(ctx, m, "the page tables are read with info mem")
     if isinstance(got, Measurement):
         return got
     vm, regs = got
     maps = parse_info_mem(vm.qmp.hmp("info mem"))
     base = kernel_vbase(maps)
     if base is None:
-        return _unmeasurable(
+        return m.unmeasurable(
             ctx,
-            mid,
-            "address",
             f"info mem showed {len(maps)} mappings at CR3=0x{regs['CR3']:x}, none of them supervisor-only",
         )
-    below = [m for m in maps if m.user and m.end <= base]
-    above = [m for m in maps if m.user and m.start >= base]
-    return Measurement(
-        mid,
-        "address",
+    below = [mp for mp in maps if mp.user and mp.end <= base]
+    above = [mp for mp in maps if mp.user and mp.start >= base]
+    return m.measurement(
         [float(base)],
         ctx.conditions(vm),
         note="start of the lowest supervisor-only mapping (no U bit) in the page tables at CR3, "
@@ -281,21 +268,20 @@ def mem_kernel_vbase(ctx: MetricContext) -> Measurement:
             "cr3": f"0x{regs['CR3']:x}",
             "cpl": regs.get("CPL"),
             "mappings": len(maps),
-            "highest_user_end_below": f"0x{max(m.end for m in below):08x}" if below else None,
-            "user_above": [m.describe() for m in above[:20]],
-            "first_supervisor": [m.describe() for m in _supervisor(maps)[:10]],
+            "highest_user_end_below": f"0x{max(mp.end for mp in below):08x}" if below else None,
+            "user_above": [mp.describe() for mp in above[:20]],
+            "first_supervisor": [mp.describe() for mp in _supervisor(maps)[:10]],
         },
     )
 
 
 def _supervisor(maps: list[Mapping]) -> list[Mapping]:
-    return [m for m in maps if not m.user]
+    return [mp for mp in maps if not mp.user]
 
 
 @metric("mem.pse_unused", "flag", "flag", "CR4.PSE clear and no large-page entries in the page tables (info tlb)")
-def mem_pse_unused(ctx: MetricContext) -> Measurement:
-    mid = "mem.pse_unused"
-    got = _paging(ctx, mid, "flag", "PSE is an x86 paging feature")
+def mem_pse_unused(ctx: MetricContext, m: Metric) -> Measurement:
+    got = _paging(ctx, m, "PSE is an x86 paging feature")
     if isinstance(got, Measurement):
         return got
     vm, regs = got
@@ -313,9 +299,7 @@ def mem_pse_unused(ctx: MetricContext) -> Measurement:
             f"CR4.PAE is set: the guest uses PAE paging, whose large pages are 2 MiB; the claim's "
             f"4 MiB PSE pages do not exist in this mode ({len(large)} 2 MiB entries seen)"
         )
-    return Measurement(
-        mid,
-        "flag",
+    return m.measurement(
         [value],
         ctx.conditions(vm),
         inconclusive=inconclusive,
@@ -340,7 +324,7 @@ __all__ = ["read_cpu_state", "read_idt", "read_registers", "read_virtual"]
 
 # -- the kernel's boot loop (kmain) ------------------------------------------------------------
 @metric("boot.processes", "count", "count", "processes the kernel's boot loop (kmain) sets up, from its image[] table")
-def boot_processes(ctx: MetricContext) -> Measurement:
+def boot_processes(ctx: MetricContext, m: Metric) -> Measurement:
     """Count what kmain's loop over ``image[]`` created, read from the running kernel's memory.
 
     kmain (minix/kernel/main.c) sets up one process-table entry per element of the boot
@@ -350,30 +334,27 @@ def boot_processes(ctx: MetricContext) -> Measurement:
     table. The figure is the number of entries so filled in: the table is found by the
     booted kernel ELF's ``image`` symbol and read over QMP; ``ps -ax`` is kept as a cross-check.
     """
-    mid = "boot.processes"
     if ctx.guest_name != "minix":
-        return _unmeasurable(ctx, mid, "count", f"guest {ctx.guest_name!r} has no MINIX kernel boot image table")
+        return m.unmeasurable(ctx, f"guest {ctx.guest_name!r} has no MINIX kernel boot image table")
     if ctx.arch != "i386":
-        return _unmeasurable(ctx, mid, "count", "the table is read through the i386 kernel's ELF and x86 paging")
+        return m.unmeasurable(ctx, "the table is read through the i386 kernel's ELF and x86 paging")
     kernel = ctx.pool.media(ctx.arch).files.get("kernel")
     sym = kernel_symbol(Path(kernel), "image") if kernel else None
     if sym is None:
-        return _unmeasurable(ctx, mid, "count", f"the kernel {kernel} has no `image` symbol to find kmain's table by")
+        return m.unmeasurable(ctx, f"the kernel {kernel} has no `image` symbol to find kmain's table by")
     vm = ctx.guest()
     addr, size = sym
     try:
         raw, how = read_virtual(vm, addr, size)
         procs = decode_boot_image(raw)
     except (HarnessError, QMPError, ValueError) as exc:
-        return _unmeasurable(ctx, mid, "count", f"the kernel's image[] table could not be read: {exc}")
+        return m.unmeasurable(ctx, f"the kernel's image[] table could not be read: {exc}")
     # Entries kmain processed: it stored an endpoint in each, and a load address and length for modules.
     created = [p for p in procs if p.name and (p.kernel_task or p.length > 0)]
     tasks = [p.name for p in created if p.kernel_task]
     modules = [p.name for p in created if not p.kernel_task]
     ps = vm.shell.run("ps -ax", timeout=60).stdout
-    return Measurement(
-        mid,
-        "count",
+    return m.measurement(
         [float(len(created))],
         ctx.conditions(vm),
         note=f"entries of the kernel's image[] table that kmain set up: {len(tasks)} kernel tasks "

@@ -10,10 +10,22 @@ from pytest_minix.errors import BootStalled, BootTimeout, GuestPanic, HarnessErr
 from pytest_minix.guest.pool import VMOptions
 from pytest_minix.guest.vm import VM
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.metrics import MetricContext, _unmeasurable, meminfo_total_mib, metric
+from pytest_minix.measure.registry import Metric, MetricContext, metric
 
 # Lines that make a boot that reached login "unclean": it got there, but not without trouble.
 _TROUBLE = re.compile(r"(?i)out of memory|oom-kill|cannot allocate|not enough memory|page allocation failure")
+
+
+def meminfo_total_mib(text: str) -> float | None:
+    """Total RAM in MiB from /proc/meminfo: Linux's ``MemTotal: N kB``, or MINIX's five numbers
+    ``pagesize total free largest cached`` (pages; minix/fs/procfs/root.c). None if neither."""
+    m = re.search(r"^MemTotal:\s+(\d+) kB", text, re.MULTILINE)
+    if m:
+        return int(m.group(1)) / 1024
+    nums = text.split()
+    if len(nums) == 5 and all(x.isdigit() for x in nums):
+        return int(nums[0]) * int(nums[1]) / 2**20
+    return None
 
 
 def meminfo_free_mib(text: str) -> float | None:
@@ -46,8 +58,22 @@ def parse_meminfo(text: str) -> dict[str, float]:
     return out
 
 
+@metric("mem.total_ram", "MiB", "size", "RAM the guest kernel reports as total, after boot")
+def mem_total_ram(ctx: MetricContext, m: Metric) -> Measurement:
+    vm = ctx.guest()
+    text = vm.shell.run("cat /proc/meminfo", timeout=30).check().stdout
+    mib = meminfo_total_mib(text)
+    if mib is None:
+        return m.unmeasurable(ctx, f"/proc/meminfo has an unknown format: {text[:80]!r}")
+    return m.measurement(
+        [mib],
+        ctx.conditions(vm),
+        extra={"meminfo": text[:2000], "qemu_memory_mib": vm.machine.spec.memory},
+    )
+
+
 @metric("mem.free_ram", "MiB", "size", "free RAM the guest reports after boot (and around a workload, in extra)")
-def mem_free_ram(ctx: MetricContext) -> Measurement:
+def mem_free_ram(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
 
     def free() -> tuple[float | None, str]:
@@ -56,7 +82,7 @@ def mem_free_ram(ctx: MetricContext) -> Measurement:
 
     before, text = free()
     if before is None:
-        return _unmeasurable(ctx, "mem.free_ram", "MiB", f"/proc/meminfo has an unknown format: {text[:80]!r}")
+        return m.unmeasurable(ctx, f"/proc/meminfo has an unknown format: {text[:80]!r}")
     # A workload that holds memory: 8 MiB written to /tmp (tmpfs on the reference guest, a RAM disk on
     # the MINIX live CD) and read back.
     vm.shell.run(
@@ -65,9 +91,7 @@ def mem_free_ram(ctx: MetricContext) -> Measurement:
     during, _ = free()
     vm.shell.run("rm -f /tmp/.pm-mem", timeout=30)
     after, _ = free()
-    return Measurement(
-        "mem.free_ram",
-        "MiB",
+    return m.measurement(
         [before],
         ctx.conditions(vm),
         note="MemAvailable on Linux; free pages x page size on MINIX",
@@ -96,17 +120,15 @@ def qemu_faults(pid: int) -> tuple[int, int]:
 
 
 @metric("mem.host_rss", "MiB", "size", "resident memory of the QEMU process on the host, after boot")
-def mem_host_rss(ctx: MetricContext) -> Measurement:
+def mem_host_rss(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
     pid = vm.machine.pid
     if pid is None:
-        return _unmeasurable(ctx, "mem.host_rss", "MiB", "QEMU is not running")
+        return m.unmeasurable(ctx, "QEMU is not running")
     status = proc_status(pid)
     rss_kib = int(status["VmRSS"].split()[0])
     minor, major = qemu_faults(pid)
-    return Measurement(
-        "mem.host_rss",
-        "MiB",
+    return m.measurement(
         [rss_kib / 1024],
         ctx.conditions(vm),
         note="QEMU's VmRSS: the guest RAM it has touched plus QEMU's own code and buffers",
@@ -121,14 +143,12 @@ def mem_host_rss(ctx: MetricContext) -> Measurement:
 
 
 @metric("mem.host_faults", "count", "count", "page faults of the QEMU process on the host since it started")
-def mem_host_faults(ctx: MetricContext) -> Measurement:
+def mem_host_faults(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
     if vm.machine.pid is None:
-        return _unmeasurable(ctx, "mem.host_faults", "count", "QEMU is not running")
+        return m.unmeasurable(ctx, "QEMU is not running")
     minor, major = qemu_faults(vm.machine.pid)
-    return Measurement(
-        "mem.host_faults",
-        "count",
+    return m.measurement(
         [float(minor + major)],
         ctx.conditions(vm),
         note="minor + major faults of the QEMU process (host view, not the guest's own faults)",
@@ -147,16 +167,14 @@ def kvm_stats(vm: VM, target: str) -> dict[str, float]:
 
 
 @metric("mem.guest_page_faults", "count", "count", "guest page faults seen by KVM (QMP query-stats, vCPU)")
-def mem_guest_page_faults(ctx: MetricContext) -> Measurement:
+def mem_guest_page_faults(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
     if vm.accel != "kvm":
         why = f"QMP query-stats reports KVM's per-vCPU counters only; this VM runs under {vm.accel}"
-        return _unmeasurable(ctx, "mem.guest_page_faults", "count", why)
+        return m.unmeasurable(ctx, why)
     totals = kvm_stats(vm, "vcpu")
     pf = sum(v for k, v in totals.items() if k in ("pf_taken", "pf_guest", "pf_fixed"))
-    return Measurement(
-        "mem.guest_page_faults",
-        "count",
+    return m.measurement(
         [float(pf)],
         ctx.conditions(vm),
         note="sum over vCPUs of KVM's page-fault counters",
@@ -224,7 +242,7 @@ def _boots_cleanly(ctx: MetricContext, memory: int, log: list[dict[str, object]]
 
 
 @metric("mem.min_ram", "MiB", "size", "the smallest -m (MiB) with which the guest boots cleanly to a shell")
-def mem_min_ram(ctx: MetricContext) -> Measurement:
+def mem_min_ram(ctx: MetricContext, m: Metric) -> Measurement:
     """Bisection over -m between a floor that fails and the profile's default, to 2 MiB resolution.
 
     A clean boot reaches the shell with no out-of-memory lines on the console; one that gets
@@ -237,7 +255,7 @@ def mem_min_ram(ctx: MetricContext) -> Measurement:
     if _boots_cleanly(ctx, lo, log):
         hi = lo
     elif not _boots_cleanly(ctx, hi, log):
-        return _unmeasurable(ctx, "mem.min_ram", "MiB", f"the guest does not boot cleanly even with {hi} MiB")
+        return m.unmeasurable(ctx, f"the guest does not boot cleanly even with {hi} MiB")
     while hi - lo > 2:
         mid = (lo + hi) // 2
         if _boots_cleanly(ctx, mid, log):
@@ -245,9 +263,7 @@ def mem_min_ram(ctx: MetricContext) -> Measurement:
         else:
             lo = mid
     # The true minimum lies in (lo, hi]; hi, the smallest size seen to work, is the figure.
-    return Measurement(
-        "mem.min_ram",
-        "MiB",
+    return m.measurement(
         [float(hi)],
         ctx.conditions(),
         note=f"bisection to 2 MiB: boots cleanly with {hi} MiB, not with {lo} MiB",
@@ -273,17 +289,15 @@ def elf_text_size(path: Path) -> tuple[int, dict[str, int]]:
 
 
 @metric("mem.kernel_text", "KiB", "size", "executable sections of the kernel image that was booted (ELF)")
-def mem_kernel_text(ctx: MetricContext) -> Measurement:
+def mem_kernel_text(ctx: MetricContext, m: Metric) -> Measurement:
     kernel = ctx.pool.media(ctx.arch).files.get("kernel")
     if kernel is None:
-        return _unmeasurable(ctx, "mem.kernel_text", "KiB", "the guest boots no separate kernel file (SD image)")
+        return m.unmeasurable(ctx, "the guest boots no separate kernel file (SD image)")
     try:
         size, sections = elf_text_size(Path(kernel))
     except ValueError as exc:
-        return _unmeasurable(ctx, "mem.kernel_text", "KiB", f"the kernel has no ELF section headers to measure: {exc}")
-    return Measurement(
-        "mem.kernel_text",
-        "KiB",
+        return m.unmeasurable(ctx, f"the kernel has no ELF section headers to measure: {exc}")
+    return m.measurement(
         [size / 1024],
         ctx.conditions(),
         note="sum of the kernel ELF's executable sections (SHF_EXECINSTR)",

@@ -14,7 +14,7 @@ from collections import Counter
 
 from pytest_minix.guest.vm import VM
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.metrics import MetricContext, _unmeasurable, metric
+from pytest_minix.measure.registry import Metric, MetricContext, metric
 
 # name(params) = result | name(params) for calls that do not return; an optional "<pid>| " or
 # "<pid>' " prefix when several processes are traced, and "*" for a resumed (already counted) call.
@@ -65,10 +65,10 @@ def trace_command(vm: VM, script: str, timeout: float = 300) -> tuple[Counter[st
 
 
 @metric("syscall.profile", "count", "count", "system calls made by standard workloads, traced with trace(1)")
-def syscall_profile(ctx: MetricContext) -> Measurement:
+def syscall_profile(ctx: MetricContext, m: Metric) -> Measurement:
     why = no_tracer_reason(ctx.guest_name)
     if why:
-        return _unmeasurable(ctx, "syscall.profile", "count", why)
+        return m.unmeasurable(ctx, why)
     vm = ctx.guest()
     per_workload: dict[str, dict[str, int]] = {}
     totals: list[float] = []
@@ -77,9 +77,7 @@ def syscall_profile(ctx: MetricContext) -> Measurement:
         per_workload[name] = dict(calls.most_common())
         totals.append(float(sum(calls.values())))
     seen = sorted({c for calls in per_workload.values() for c in calls})
-    return Measurement(
-        "syscall.profile",
-        "count",
+    return m.measurement(
         totals,
         ctx.conditions(vm),
         note="calls per workload, children followed (-f); report only",
@@ -137,7 +135,7 @@ def _trial_summary(trial: dict[str, object]) -> str:
 
 
 @metric("rel.driver_restart", "flag", "flag", "a crashed driver is restarted by RS and its device works again")
-def driver_restart(ctx: MetricContext) -> Measurement:
+def driver_restart(ctx: MetricContext, m: Metric) -> Measurement:
     """Crash the random driver twice (``minix-service fi`` and ``kill -9``); does its device work again?
 
     RS restarts a driver under the same PID and endpoint, so the restart shows as the
@@ -147,26 +145,24 @@ def driver_restart(ctx: MetricContext) -> Measurement:
     worked before and again within RESTART_WINDOW_S after each crash, and the shell answered
     throughout; the seconds until it worked are kept per trial.
     """
-    mid = "rel.driver_restart"
     if ctx.guest_name != "minix":
         why = f"guest {ctx.guest_name!r} has no reincarnation server restarting drivers"
-        return _unmeasurable(ctx, mid, "flag", why)
+        return m.unmeasurable(ctx, why)
     # A VM of its own: the crashes leave the system degraded (a dead device, stuck readers), and
     # OBSERVED, the next metric on the shared VM (syscall.profile's trace run) then hung.
     vm = ctx.pool.boot(ctx.arch)
     try:
-        return _driver_restart_trials(ctx, vm)
+        return _driver_restart_trials(ctx, m, vm)
     finally:
         ctx.pool.release(vm)
 
 
-def _driver_restart_trials(ctx: MetricContext, vm: VM) -> Measurement:
-    mid = "rel.driver_restart"
+def _driver_restart_trials(ctx: MetricContext, m: Metric, vm: VM) -> Measurement:
     trials: list[dict[str, object]] = []
     for how in ("minix-service fi random", "kill -9 {pid}"):
         before = _ps_line(vm.shell.run("ps -ax", timeout=60).stdout, "/service/random")
         if before is None:
-            return _unmeasurable(ctx, mid, "flag", "no /service/random process in `ps -ax`")
+            return m.unmeasurable(ctx, "no /service/random process in `ps -ax`")
         state_before = device_state(vm.shell.run(PROBE, timeout=PROBE_WAIT_S + 30).stdout)
         start = time.monotonic()
         crash = vm.shell.run(how.format(pid=before[0]), timeout=60)
@@ -201,9 +197,7 @@ def _driver_restart_trials(ctx: MetricContext, vm: VM) -> Measurement:
         )
     ok = all(t["device_before"] == "works" and t["device_back_after_s"] is not None for t in trials)
     summary = "; ".join(f"{t['crash']}: {_trial_summary(t)}" for t in trials)
-    return Measurement(
-        mid,
-        "flag",
+    return m.measurement(
         [1.0 if ok else 0.0],
         ctx.conditions(vm),
         note=f"{summary}; each read of /dev/random bounded to {PROBE_WAIT_S} s, polled for "

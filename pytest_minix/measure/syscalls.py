@@ -38,7 +38,7 @@ from pytest_minix.errors import CommandTimeout
 from pytest_minix.guest.vm import VM
 from pytest_minix.measure.guest_timing import choose_count, cpu_mhz, dd_mismatch, median, ops_in, per_op, us_to_cycles
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.metrics import MetricContext, _unmeasurable, metric
+from pytest_minix.measure.registry import Metric, MetricContext, metric
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,10 @@ class Workload:
     dd: int = 0
     dd_exact: bool = True
 
+    def commands(self, count: int) -> tuple[str, str]:
+        """The workload and baseline commands for ``count``."""
+        return self.work(count), self.base(count if self.base_count is None else self.base_count)
+
 
 @dataclass
 class Timed:
@@ -87,6 +91,22 @@ class Timed:
     base_cmd: str
     error: str | None = None  # why the runs cannot be used (a command failed, dd moved too little)
     stderr: str = ""
+
+    @classmethod
+    def failed(cls, error: str, w: Workload, count: int, *, ops: int, pilot: dict[str, Any], stderr: str = "") -> Timed:
+        """Runs that cannot be used, for ``error``, before any sample was taken."""
+        work_cmd, base_cmd = w.commands(count)
+        return cls(
+            count=count,
+            ops=ops,
+            work_s=[],
+            base_s=[],
+            pilot=pilot,
+            work_cmd=work_cmd,
+            base_cmd=base_cmd,
+            error=error,
+            stderr=stderr,
+        )
 
     def per_op(self, scale: float = 1e6) -> list[float]:
         return per_op(self.work_s, self.base_s, self.ops, scale)
@@ -119,6 +139,25 @@ def _run(vm: VM, cmd: str, timeout: float) -> tuple[float, str | None, str]:
     return r.duration, None, r.stderr
 
 
+@dataclass(frozen=True)
+class _Pilot:
+    """The last pilot run: its count, the host seconds of its workload and baseline runs, and the count it suggests."""
+
+    w: Workload
+    count: int
+    work_s: float
+    base_s: float
+    chosen: int
+    record: dict[str, Any]  # what Timed.pilot keeps of it
+
+    def estimate(self, n: int) -> float:
+        """Seconds a workload run with count ``n`` should take, extrapolated from the pilot."""
+        w = self.w
+        base = self.base_s * n / self.count if w.base_count is None else self.base_s  # a loop baseline grows with n
+        work = self.work_s - self.base_s
+        return base + work * ops_in(n, w.base_count, w.per_count) / ops_in(self.count, w.base_count, w.per_count)
+
+
 def time_workload(ctx: MetricContext, vm: VM, label: str, w: Workload, settings: Settings | None = None) -> Timed:
     """Pilot, choose the count, then ``settings.samples`` alternating workload/baseline pairs."""
     s = settings or SETTINGS
@@ -127,19 +166,41 @@ def time_workload(ctx: MetricContext, vm: VM, label: str, w: Workload, settings:
         if ctx.progress:
             ctx.progress(f"{label} ({ctx.guest_name} {ctx.arch}): {text}")
 
-    def base_of(n: int) -> int:
-        return n if w.base_count is None else w.base_count
+    pilot = _run_pilots(vm, w, s, show)
+    if isinstance(pilot, Timed):
+        return pilot
+    count = pilot.chosen
+    if pilot.estimate(count) > s.max_run_s:
+        count = max(pilot.count, math.floor(count * s.max_run_s / pilot.estimate(count)))
+    work_cmd, base_cmd = w.commands(count)
+    timed = Timed(
+        count=count,
+        ops=ops_in(count, w.base_count, w.per_count),
+        work_s=[],
+        base_s=[],
+        pilot=pilot.record,
+        work_cmd=work_cmd,
+        base_cmd=base_cmd,
+    )
+    return _take_samples(vm, w, s, timed, max(60.0, 10 * pilot.estimate(count)), show)
 
-    # Pilot: also warms caches (the binaries, dd's pages) so that the first sample is not an outlier.
+
+def _run_pilots(vm: VM, w: Workload, s: Settings, show: Callable[[str], None]) -> _Pilot | Timed:
+    """Pilot runs from ``w.pilot`` up until the workload stands out from its baseline; failed Timed if it never does.
+
+    The pilots also warm caches (the binaries, dd's pages) so that the first sample is not an outlier.
+    """
     count = w.pilot
     pilot: dict[str, Any] = {}
     timeout = 120.0
     while True:
         show(f"pilot, count {count}")
-        tb, err, _ = _run(vm, w.base(base_of(count)), timeout)
-        tw, err2, stderr = _run(vm, w.work(count), timeout)
-        if err or err2:
-            return Timed(count, 0, [], [], pilot, w.work(count), w.base(base_of(count)), err or err2, stderr)
+        work_cmd, base_cmd = w.commands(count)
+        tb, err, _ = _run(vm, base_cmd, timeout)
+        tw, err2, stderr = _run(vm, work_cmd, timeout)
+        error = err or err2
+        if error:
+            return Timed.failed(error, w, count, ops=0, pilot=pilot, stderr=stderr)
         ops = ops_in(count, w.base_count, w.per_count)
         pilot = {"count": count, "work_s": round(tw, 6), "baseline_s": round(tb, 6)}
         chosen = choose_count(
@@ -150,56 +211,37 @@ def time_workload(ctx: MetricContext, vm: VM, label: str, w: Workload, settings:
         # Too little difference to extrapolate from reliably: a pilot of about a quarter of the target.
         count = min(w.max_count, max(count * 2, (chosen or count * 40) // 4))
     if chosen is None:
-        return Timed(
-            count,
-            ops,
-            [],
-            [],
-            pilot,
-            w.work(count),
-            w.base(base_of(count)),
-            f"even {count} iterations did not take longer than the baseline",
-        )
-    pilot_count = count
+        why = f"even {count} iterations did not take longer than the baseline"
+        return Timed.failed(why, w, count, ops=ops, pilot=pilot)
+    return _Pilot(w, count, work_s=tw, base_s=tb, chosen=chosen, record=pilot)
 
-    def estimate(n: int) -> float:
-        """Seconds a workload run with count ``n`` should take, extrapolated from the pilot."""
-        base = tb * n / pilot_count if w.base_count is None else tb  # a loop baseline grows with the count
-        return base + (tw - tb) * ops_in(n, w.base_count, w.per_count) / ops_in(pilot_count, w.base_count, w.per_count)
 
-    count = chosen
-    if estimate(count) > s.max_run_s:
-        count = max(pilot_count, math.floor(count * s.max_run_s / estimate(count)))
-    ops = ops_in(count, w.base_count, w.per_count)
-    timeout = max(60.0, 10 * estimate(count))
-    work_cmd, base_cmd = w.work(count), w.base(base_of(count))
-    work_s: list[float] = []
-    base_s: list[float] = []
-    last_stderr = ""
+def _take_samples(vm: VM, w: Workload, s: Settings, t: Timed, timeout: float, show: Callable[[str], None]) -> Timed:
+    """``s.samples`` alternating workload/baseline pairs into ``t``; at the first failure, ``t`` with its error."""
     for i in range(s.samples):
-        show(f"sample {i + 1}/{s.samples}, count {count}")
-        order = [(work_cmd, work_s, True), (base_cmd, base_s, False)]
+        show(f"sample {i + 1}/{s.samples}, count {t.count}")
+        order = [(t.work_cmd, t.work_s, True), (t.base_cmd, t.base_s, False)]
         if i % 2:
             order.reverse()  # ABBA: a linear drift of host speed cancels over two pairs
         for cmd, into, is_work in order:
-            t, err, stderr = _run(vm, cmd, timeout)
+            secs, err, stderr = _run(vm, cmd, timeout)
             if err:
-                return Timed(count, ops, work_s, base_s, pilot, work_cmd, base_cmd, err, stderr)
+                t.error, t.stderr = err, stderr
+                return t
             if is_work:
-                last_stderr = stderr
-                if w.dd:
-                    bad = dd_mismatch(stderr, count, w.dd, exact=w.dd_exact)
-                    if bad:
-                        return Timed(count, ops, work_s, base_s, pilot, work_cmd, base_cmd, bad, stderr)
-            into.append(t)
-    return Timed(count, ops, work_s, base_s, pilot, work_cmd, base_cmd, None, last_stderr)
+                t.stderr = stderr
+                bad = dd_mismatch(stderr, t.count, w.dd, exact=w.dd_exact) if w.dd else None
+                if bad:
+                    t.error = bad
+                    return t
+            into.append(secs)
+    return t
 
 
 def _measurement(
     ctx: MetricContext,
     vm: VM,
-    metric_id: str,
-    unit: str,
+    m: Metric,
     t: Timed,
     *,
     scale: float = 1e6,
@@ -209,7 +251,7 @@ def _measurement(
 ) -> Measurement:
     """The Measurement of timed runs; inconclusive when the work did not stand out from the baseline."""
     if t.error:
-        return _unmeasurable(ctx, metric_id, unit, t.error, timing=True)
+        return m.unmeasurable(ctx, t.error)
     samples = t.per_op(scale)
     info = {**t.as_extra(), **(extra or {})}
     inconclusive = None
@@ -218,12 +260,9 @@ def _measurement(
             f"{sum(x <= 0 for x in samples)} of {len(samples)} workload runs were not slower than their "
             "baseline: host noise exceeds the work; raise Settings.target_s"
         )
-    return Measurement(
-        metric_id,
-        unit,
+    return m.measurement(
         samples,
         ctx.conditions(vm),
-        timing=True,
         bound=bound,
         note=note,
         inconclusive=inconclusive,
@@ -313,14 +352,13 @@ def find_exec_binary(vm: VM) -> tuple[str | None, str]:
 
 # -- metrics ----------------------------------------------------------------------------------------
 @metric("syscall.read_write_byte", "us", "timing", "one read+write pair of a bs=1 dd from /dev/zero to /dev/null")
-def read_write_byte(ctx: MetricContext) -> Measurement:
+def read_write_byte(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
-    t = time_workload(ctx, vm, "syscall.read_write_byte", READ_WRITE_BYTE)
+    t = time_workload(ctx, vm, m.id, READ_WRITE_BYTE)
     return _measurement(
         ctx,
         vm,
-        "syscall.read_write_byte",
-        "us",
+        m,
         t,
         bound="upper",
         note="per dd block of one byte: read(2) of /dev/zero, write(2) to /dev/null and dd's own "
@@ -334,29 +372,24 @@ def read_write_byte(ctx: MetricContext) -> Measurement:
     "timing",
     "half a bs=1 dd read+write pair, in cycles at the guest's reported CPU MHz",
 )
-def roundtrip_cycles(ctx: MetricContext) -> Measurement:
-    mid = "syscall.roundtrip_cycles"
+def roundtrip_cycles(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
     info = vm.shell.run("cat /proc/cpuinfo", timeout=60)
     mhz = cpu_mhz(info.stdout) if info.status == 0 else None
     if mhz is None:
-        return _unmeasurable(
+        return m.unmeasurable(
             ctx,
-            mid,
-            "cycles",
             f"the {ctx.guest_name} {ctx.arch} guest's /proc/cpuinfo gives no "
             "'cpu MHz' (ARM kernels do not report a clock rate), so microseconds cannot be "
             "converted to cycles",
-            timing=True,
         )
-    t = time_workload(ctx, vm, mid, READ_WRITE_BYTE)
+    t = time_workload(ctx, vm, m.id, READ_WRITE_BYTE)
     if t.error:
-        return _unmeasurable(ctx, mid, "cycles", t.error, timing=True)
-    m = _measurement(
+        return m.unmeasurable(ctx, t.error)
+    out = _measurement(
         ctx,
         vm,
-        mid,
-        "cycles",
+        m,
         t,
         bound="upper",
         note=f"half of one bs=1 dd read+write pair (/dev/zero to /dev/null, dd's loop included) times "
@@ -364,22 +397,21 @@ def roundtrip_cycles(ctx: MetricContext) -> Measurement:
         "real clock; an upper bound on one system call",
         extra={"cpu_mhz": mhz, "cpuinfo": info.stdout[:2000]},
     )
-    m.extra["read_write_pair_us"] = m.samples
-    m.samples = [us_to_cycles(us / 2, mhz) for us in m.samples]
-    return m
+    out.extra["read_write_pair_us"] = out.samples
+    out.samples = [us_to_cycles(us / 2, mhz) for us in out.samples]
+    return out
 
 
 @metric("syscall.stat", "us", "timing", "one stat(2) by the shell's test builtin ([ -f FILE ]), in one process")
-def stat_latency(ctx: MetricContext) -> Measurement:
+def stat_latency(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
     if vm.shell.run(f"[ -f {STAT_FILE} ]", timeout=60).status != 0:
-        return _unmeasurable(ctx, "syscall.stat", "us", f"{STAT_FILE} is not a regular file on this guest", timing=True)
-    t = time_workload(ctx, vm, "syscall.stat", STAT)
+        return m.unmeasurable(ctx, f"{STAT_FILE} is not a regular file on this guest")
+    t = time_workload(ctx, vm, m.id, STAT)
     return _measurement(
         ctx,
         vm,
-        "syscall.stat",
-        "us",
+        m,
         t,
         bound="upper",
         note=f"`[ -f $f ]` with f={STAT_FILE} (the test builtin: one stat(2) of a two-component "
@@ -390,14 +422,13 @@ def stat_latency(ctx: MetricContext) -> Measurement:
 
 
 @metric("proc.fork", "us", "timing", "a subshell ( : ) in a shell loop: fork, exit and wait")
-def fork_latency(ctx: MetricContext) -> Measurement:
+def fork_latency(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
-    t = time_workload(ctx, vm, "proc.fork", FORK)
+    t = time_workload(ctx, vm, m.id, FORK)
     return _measurement(
         ctx,
         vm,
-        "proc.fork",
-        "us",
+        m,
         t,
         bound="upper",
         note="per subshell `( : )` minus a `:` loop iteration: fork of the shell, the child's exit "
@@ -405,32 +436,28 @@ def fork_latency(ctx: MetricContext) -> Measurement:
     )
 
 
-def _with_binary(ctx: MetricContext, metric_id: str, unit: str) -> tuple[VM, str, str] | Measurement:
+def _with_binary(ctx: MetricContext, m: Metric) -> tuple[VM, str, str] | Measurement:
     vm = ctx.guest()
     binary, listing = find_exec_binary(vm)
     if binary is None:
-        return _unmeasurable(
+        return m.unmeasurable(
             ctx,
-            metric_id,
-            unit,
             f"none of {', '.join(EXEC_CANDIDATES)} is an executable binary on this guest",
-            timing=True,
         )
     return vm, binary, listing
 
 
 @metric("proc.fork_exec", "us", "timing", "fork+exec+exit+wait of a small real binary in a shell loop")
-def fork_exec_latency(ctx: MetricContext) -> Measurement:
-    got = _with_binary(ctx, "proc.fork_exec", "us")
+def fork_exec_latency(ctx: MetricContext, m: Metric) -> Measurement:
+    got = _with_binary(ctx, m)
     if isinstance(got, Measurement):
         return got
     vm, binary, listing = got
-    t = time_workload(ctx, vm, "proc.fork_exec", fork_exec_workload(binary))
+    t = time_workload(ctx, vm, m.id, fork_exec_workload(binary))
     return _measurement(
         ctx,
         vm,
-        "proc.fork_exec",
-        "us",
+        m,
         t,
         bound="upper",
         note=f"per `{binary}` run by the shell minus a `:` loop iteration: the shell's fork (or "
@@ -440,17 +467,16 @@ def fork_exec_latency(ctx: MetricContext) -> Measurement:
 
 
 @metric("proc.exec", "ms", "timing", "fork+exec of a small binary minus a subshell fork, per iteration")
-def exec_latency(ctx: MetricContext) -> Measurement:
-    got = _with_binary(ctx, "proc.exec", "ms")
+def exec_latency(ctx: MetricContext, m: Metric) -> Measurement:
+    got = _with_binary(ctx, m)
     if isinstance(got, Measurement):
         return got
     vm, binary, listing = got
-    t = time_workload(ctx, vm, "proc.exec", exec_workload(binary))
+    t = time_workload(ctx, vm, m.id, exec_workload(binary))
     return _measurement(
         ctx,
         vm,
-        "proc.exec",
-        "ms",
+        m,
         t,
         scale=1e3,
         note=f"a loop running `{binary}` minus a loop running `( : )`: exec plus the binary's "
@@ -461,14 +487,13 @@ def exec_latency(ctx: MetricContext) -> Measurement:
 
 
 @metric("ipc.pipe_byte", "us", "timing", "one byte through a pipe between two bs=1 dd processes")
-def pipe_byte(ctx: MetricContext) -> Measurement:
+def pipe_byte(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
-    t = time_workload(ctx, vm, "ipc.pipe_byte", PIPE_BYTE)
+    t = time_workload(ctx, vm, m.id, PIPE_BYTE)
     return _measurement(
         ctx,
         vm,
-        "ipc.pipe_byte",
-        "us",
+        m,
         t,
         note="per byte of `dd bs=1 | dd bs=1`: the writer's read of /dev/zero and write(2) into "
         "the pipe, the reader's read(2) and write to /dev/null; the writer runs ahead until the "
@@ -478,14 +503,13 @@ def pipe_byte(ctx: MetricContext) -> Measurement:
 
 
 @metric("ipc.pipe_block", "us", "timing", "one 64 KiB block through a pipe between two dd processes")
-def pipe_block(ctx: MetricContext) -> Measurement:
+def pipe_block(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
-    t = time_workload(ctx, vm, "ipc.pipe_block", PIPE_BLOCK)
+    t = time_workload(ctx, vm, m.id, PIPE_BLOCK)
     return _measurement(
         ctx,
         vm,
-        "ipc.pipe_block",
-        "us",
+        m,
         t,
         note="per 64 KiB block of `dd bs=65536 | dd bs=65536`: reading it from /dev/zero, copying "
         "it into and out of the pipe, the context switches the pipe's capacity forces, and the "
@@ -499,27 +523,23 @@ def pipe_block(ctx: MetricContext) -> Measurement:
     "timing",
     "one hop of a byte ping-ponged between two dd processes through a pipe and a FIFO",
 )
-def context_switch(ctx: MetricContext) -> Measurement:
+def context_switch(ctx: MetricContext, m: Metric) -> Measurement:
     vm = ctx.guest()
     f = shlex.quote(FIFO)
     made = vm.shell.run(f"rm -f {f} && mkfifo {f}", timeout=60)
     if made.status != 0:
-        return _unmeasurable(
+        return m.unmeasurable(
             ctx,
-            "sched.context_switch",
-            "us",
             f"cannot make a FIFO with mkfifo: {(made.stderr or made.stdout).strip()[:200]!r}",
-            timing=True,
         )
     try:
-        t = time_workload(ctx, vm, "sched.context_switch", RING)
+        t = time_workload(ctx, vm, m.id, RING)
     finally:
         vm.shell.run(f"rm -f {f}", timeout=60)
     return _measurement(
         ctx,
         vm,
-        "sched.context_switch",
-        "us",
+        m,
         t,
         bound="upper",
         note="byte-wise pipe ping-pong: one byte circulates between two bs=1 dd processes (pipe one "

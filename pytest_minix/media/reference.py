@@ -33,13 +33,14 @@ from filelock import FileLock, Timeout
 from pytest_minix import paths
 from pytest_minix.errors import BuildError
 from pytest_minix.media.aptfetch import PrivateApt
+from pytest_minix.media.images import sha256_file
 from pytest_minix.media.initramfs import CpioWriter
+from pytest_minix.profiles import ARCHES
 
 #: Bump when the build recipe changes, so caches made by older recipes are rebuilt.
 #: (Changes to the files in vm/reference need no bump: their hash is part of the key.)
 #: 2: /etc/shadow installed (root's empty password moved there from /etc/passwd).
 BUILDER_VERSION = "2"
-ARCHES = ("i386", "arm")
 DISK_SIZE = "16M"
 # A fixed filesystem UUID keeps the disk image stable across rebuilds.
 DISK_UUID = "5eed0000-7e57-4d1e-8000-000000000001"
@@ -162,14 +163,6 @@ def data_dir() -> Path:
             "pytest-minix installation is incomplete; reinstall it."
         )
     return ref
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _inputs_digest(data: Path) -> str:
@@ -443,7 +436,7 @@ def load_cached(arch: str) -> ReferenceArtifacts | None:
             return None
         for entry in manifest["artifacts"].values():
             path = directory / entry["file"]
-            if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
                 return None
         return _artifacts(arch, directory, manifest["kernel_version"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -490,7 +483,7 @@ def _build(spec: ArchSpec, log: LogFn) -> ReferenceArtifacts:
         packages = []
         for pkg in (kernel_pkg, busybox_pkg):
             deb = debs[f"{pkg.name}:{pkg.arch}"]
-            digest = _sha256(deb)
+            digest = sha256_file(deb)
             if pkg.sha256 and digest != pkg.sha256:
                 raise BuildError(
                     f"{deb.name} has sha256 {digest}, the index says {pkg.sha256}: the download "
@@ -522,7 +515,7 @@ def _build(spec: ArchSpec, log: LogFn) -> ReferenceArtifacts:
         _make_initrd(spec, busybox, data, modules, kver, out / INITRD)
         _make_disk(data, out / DISK)
         artifacts = {
-            key: {"file": name, "size": (out / name).stat().st_size, "sha256": _sha256(out / name)}
+            key: {"file": name, "size": (out / name).stat().st_size, "sha256": sha256_file(out / name)}
             for key, name in (("kernel", KERNEL), ("initrd", INITRD), ("disk", DISK))
         }
         manifest = {

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.metrics import harness_version
+from pytest_minix.measure.registry import harness_version
 from pytest_minix.qemu.binary import qemu_version
 
 
