@@ -24,14 +24,15 @@ from pytest_minix.guest.pool import HarnessConfig, VMOptions, VMPool
 from pytest_minix.guest.timeline import Timeline
 from pytest_minix.guest.vm import VM
 from pytest_minix.measure.memory import kvm_stats, parse_meminfo, proc_status, qemu_faults
-from pytest_minix.measure.metrics import METRICS, MetricContext, metric_units
 from pytest_minix.measure.minix import no_tracer_reason, trace_command
+from pytest_minix.measure.registry import metric_units
 from pytest_minix.media.minix import MinixSource
 from pytest_minix.paths import claims_dir
 from pytest_minix.profiles import available_guests, load_profile
 from pytest_minix.verdicts.claims import load_claims, select_claims
+from pytest_minix.verdicts.evaluate import Evaluator
 from pytest_minix.verdicts.report import ClaimsReport
-from pytest_minix.verdicts.verdict import decide, summarize
+from pytest_minix.verdicts.statistics import summarize
 
 # Characters a command may not carry: they would forge or break the shell's framing on the
 # serial line (NUL, Ctrl-C, the record separator the markers use, ...). Tab and newline are fine.
@@ -435,16 +436,13 @@ class SessionManager:
         if not chosen:
             raise SessionError(f"No claims apply to guest {guest!r} on {arch}.")
         report = ClaimsReport({"guest": guest, "arch": arch, "source": "pytest-minix mcp"})
-        measurements: dict[str, Any] = {}
+        # Measurements are taken fresh for each check, once per metric, with this check's own VMs.
+        evaluator = Evaluator(boot_rounds=boot_rounds, emulation_factor=self.emulation_factor)
         with self._slots(2, f"check claims on {guest} {arch}"), self._temp_pool(guest, arch, op) as pool:
-            ctx = MetricContext(pool, arch, boot_rounds, progress=progress)
-            for i, claim in enumerate(chosen, 1):
-                if claim.metric not in measurements:
-                    measurements[claim.metric] = METRICS[claim.metric].measure(ctx)
-                verdict = decide(claim, measurements[claim.metric], self.emulation_factor)
+            for i, verdict in enumerate(evaluator.verdicts(chosen, pool, arch, progress=progress), 1):
                 report.add(verdict)
                 if progress is not None:
-                    progress(f"claim {i}/{len(chosen)} {claim.id}: {verdict.outcome}")
+                    progress(f"claim {i}/{len(chosen)} {verdict.claim.id}: {verdict.outcome}")
         result = {**report.to_json(), "summary": report.summary_line(), "table": report.table()}
         with self._lock:
             self.last_report = result

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,12 @@ import pytest
 from pytest_minix.errors import GuestUnavailable, HarnessError
 from pytest_minix.guest.pool import VMPool
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.metrics import METRICS, MetricContext, harness_version, metric_units
+from pytest_minix.measure.registry import METRICS, harness_version, metric_units
 from pytest_minix.paths import claims_dir
+from pytest_minix.plugin.options import harness_config
 from pytest_minix.verdicts.claims import Claim, ClaimsError, load_claims, select_claims
-from pytest_minix.verdicts.verdict import Verdict, decide
+from pytest_minix.verdicts.evaluate import Evaluator
+from pytest_minix.verdicts.verdict import Verdict
 
 VERDICT_PROPERTY = "pytest_minix_verdict"
 HARNESS_ERROR_PROPERTY = "pytest_minix_harness_error"
@@ -93,18 +94,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @dataclass
 class ClaimsSession:
-    """The session's claims, settings, measurement cache and collected verdicts."""
+    """The session's claims, settings, measurements (taken once, in ``evaluator``) and collected verdicts."""
 
     claims: list[Claim]
     boot_rounds: int
     emulation_factor: float
     strict: bool
     report_path: Path | None
-    measurements: dict[tuple[str, str], Measurement]
-    contexts: dict[str, MetricContext]
+    evaluator: Evaluator
     records: dict[str, dict[str, Any]]  # nodeid -> verdict record (filled on the controller)
     harness_errors: list[str]
-    lock: threading.Lock
 
 
 _SESSION = pytest.StashKey[ClaimsSession]()
@@ -155,11 +154,9 @@ def pytest_configure(config: pytest.Config) -> None:
         emulation_factor=factor,
         strict=bool(config.getoption("minix_claims_strict")),
         report_path=Path(report).resolve() if report else None,
-        measurements={},
-        contexts={},
+        evaluator=Evaluator(boot_rounds=rounds, emulation_factor=factor),
         records={},
         harness_errors=[],
-        lock=threading.Lock(),
     )
     config.pluginmanager.register(ReportCollector(config), "pytest-minix-claims-report")
 
@@ -176,7 +173,6 @@ class ClaimCase:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    from pytest_minix.plugin.hooks import harness_config
 
     if "minix_arch" in metafunc.fixturenames:
         arches = harness_config(metafunc.config, Path("vm-logs")).arches
@@ -206,12 +202,12 @@ def claim(request: pytest.FixtureRequest) -> ClaimCase:
 @pytest.fixture
 def claim_verdict(request: pytest.FixtureRequest, claim: ClaimCase, vm_pool: VMPool) -> Verdict:
     """Measure the claim's metric on its arch (once per session per metric) and decide the claim."""
-    from pytest_minix.plugin.hooks import need_media
+    from pytest_minix.plugin.media import need_media
 
     session = request.config.stash[_SESSION]
     need_media(request, vm_pool, claim.arch)
     measurement = measure(request, session, vm_pool, claim.claim.metric, claim.arch)
-    verdict = decide(claim.claim, measurement, session.emulation_factor)
+    verdict = session.evaluator.decide(claim.claim, measurement)
     request.node.user_properties.extend(verdict_properties(verdict, claim.arch))
     return verdict
 
@@ -219,7 +215,7 @@ def claim_verdict(request: pytest.FixtureRequest, claim: ClaimCase, vm_pool: VMP
 @pytest.fixture
 def minix_measure(request: pytest.FixtureRequest, vm_pool: VMPool) -> Any:
     """``minix_measure(metric_id, arch)``: a session-cached Measurement; skips if the guest is unavailable."""
-    from pytest_minix.plugin.hooks import need_media
+    from pytest_minix.plugin.media import need_media
 
     session = request.config.stash[_SESSION]
 
@@ -236,19 +232,8 @@ def measure(
     request: pytest.FixtureRequest, session: ClaimsSession, pool: VMPool, metric_id: str, arch: str
 ) -> Measurement:
     """The metric's measurement for this arch, taken once per session (claims sharing a metric share it)."""
-    key = (metric_id, arch)
-    with session.lock:
-        if key not in session.measurements:
-            ctx = session.contexts.get(arch)
-            progress = _progress(request)
-            if ctx is None or ctx.pool is not pool:
-                ctx = MetricContext(pool, arch, session.boot_rounds, progress=progress)
-                session.contexts[arch] = ctx
-            try:
-                session.measurements[key] = METRICS[metric_id].measure(ctx)
-            finally:
-                progress.done()
-        return session.measurements[key]
+    progress = _progress(request)
+    return session.evaluator.measure(pool, metric_id, arch, progress=progress, on_done=progress.done)
 
 
 def _progress(request: pytest.FixtureRequest) -> Any:

@@ -13,13 +13,13 @@ import fnmatch
 import math
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from pytest_minix.errors import ConfigError
-from pytest_minix.measure.units import UNITS, format_number, format_value, parse_unit, unit_suffix
+from pytest_minix.measure.units import UNITS, Unit, format_number, format_value, parse_unit, unit_suffix
 from pytest_minix.profiles import ARCHES
 
 REQUIRED_KEYS = ("id", "statement", "source", "guest", "arch", "metric", "unit", "measured_as")
@@ -288,8 +288,6 @@ def _parse_toml(path: Path, text: str) -> dict[str, Any]:
         raise ClaimsError(path, 1, f"cannot be parsed as claims: {e}. Use ordinary numbers and arrays.") from None
 
 
-_Fail = Callable[[str, str | None], NoReturn]
-
 _TYPE_NAMES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
 
 
@@ -299,153 +297,56 @@ def _type_name(value: object) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+# --- one [[claim]] entry, section by section ------------------------------------------------------------------------
+# Each check raises a ClaimsError naming the file, the line of the key, the claim and an example of a correct value.
+# The checks run in a fixed order (keys, id, texts, arch, metric, unit, min_samples, report_only, expectation):
+# the first problem found is the one reported.
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One raw ``[[claim]]`` table, and where it is: what the section checks read and blame."""
+
+    raw: Mapping[str, Any]
+    path: Path
+    pos: _Pos
+    label: str  # "claim 'boot.to_login'", or "claim #2 of this file" while the id is unusable
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any], path: Path, pos: _Pos, index: int) -> _Entry:
+        ident = raw.get("id")
+        label = f"claim {ident!r}" if isinstance(ident, str) and ident else f"claim #{index + 1} of this file"
+        return cls(raw=raw, path=path, pos=pos, label=label)
+
+    def line(self, key: str | None = None) -> int:
+        """The line of ``key`` in this entry, else of its [[claim]] header."""
+        return self.pos.keys.get(key, self.pos.line) if key else self.pos.line
+
+    def fail(self, detail: str, key: str | None = None) -> NoReturn:
+        raise ClaimsError(self.path, self.line(key), f"{self.label}: {detail}")
+
+    def string(self, key: str) -> str:
+        """A required, non-blank string."""
+        value = self.raw[key]
+        if not isinstance(value, str):
+            self.fail(f"{key} must be a string, not {_type_name(value)} {value!r}. Quote it: {_EXAMPLES[key]}.", key)
+        if not value.strip():
+            self.fail(f"{key} is empty. Fill it in, e.g. {_EXAMPLES[key]}.", key)
+        return value
+
+
 def _parse_claim(
     raw: dict[str, Any], path: Path, pos: _Pos, index: int, metrics: Mapping[str, str], seen: dict[str, str]
 ) -> Claim:
-    ident = raw.get("id")
-    label = f"claim {ident!r}" if isinstance(ident, str) and ident else f"claim #{index + 1} of this file"
-
-    def fail(detail: str, key: str | None = None) -> NoReturn:
-        line = pos.keys.get(key, pos.line) if key else pos.line
-        raise ClaimsError(path, line, f"{label}: {detail}")
-
-    unknown = sorted((k for k in raw if k not in CLAIM_KEYS), key=lambda k: pos.keys.get(k, pos.line))
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, CLAIM_KEYS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        fail(f"unknown key {key!r}.{hint} Valid keys: {', '.join(CLAIM_KEYS)}. Rename or remove it.", key)
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        names = ", ".join(missing)
-        fail(
-            f"missing required key{'s' if len(missing) > 1 else ''} {names}. "
-            f"Add {'them' if len(missing) > 1 else 'it'} to this [[claim]] entry, e.g. {_EXAMPLES[missing[0]]}."
-        )
-
-    def string(key: str) -> str:
-        value = raw[key]
-        if not isinstance(value, str):
-            fail(f"{key} must be a string, not {_type_name(value)} {value!r}. Quote it: {_EXAMPLES[key]}.", key)
-        if not value.strip():
-            fail(f"{key} is empty. Fill it in, e.g. {_EXAMPLES[key]}.", key)
-        return value
-
-    cid = string("id")
-    if not _ID_RE.fullmatch(cid):
-        fail(
-            f"id {cid!r} has characters other than lowercase letters, digits, '_', '.' and '-'. "
-            f"Rename it, e.g. {re.sub(r'[^a-z0-9_.-]+', '_', cid.lower())!r}.",
-            "id",
-        )
-    here = f"{path}:{pos.keys.get('id', pos.line)}"
-    if cid in seen:
-        fail(f"id {cid!r} is defined twice: here and at {seen[cid]}. Give one of them another id.", "id")
-    seen[cid] = here
-    statement, source, guest, measured_as = (
-        string("statement"),
-        string("source"),
-        string("guest"),
-        string("measured_as"),
-    )
-
-    arch = raw["arch"]
-    arch_list = [arch] if isinstance(arch, str) else arch
-    if not isinstance(arch_list, list) or not all(isinstance(a, str) for a in arch_list):
-        fail(
-            f"arch must be a string or an array of strings, not {_type_name(arch)} {arch!r}. E.g. {_EXAMPLES['arch']}.",
-            "arch",
-        )
-    if not arch_list:
-        fail(f"arch is empty. Name at least one of {', '.join(ARCHES)}, e.g. {_EXAMPLES['arch']}.", "arch")
-    for a in arch_list:
-        if a not in ARCHES:
-            close = difflib.get_close_matches(a, ARCHES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            fail(f"unknown arch {a!r}.{hint} Valid arches: {', '.join(ARCHES)}. Use one of those.", "arch")
-    arches = tuple(dict.fromkeys(arch_list))  # a repeated arch is harmless: keep the first
-
-    metric = string("metric")
-    if metric not in metrics:
-        close = difflib.get_close_matches(metric, list(metrics), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        fail(
-            f"unknown metric {metric!r}.{hint} Known metrics: {', '.join(sorted(metrics))}. Use one of those.", "metric"
-        )
-
-    unit_text = string("unit")
-    try:
-        unit = parse_unit(unit_text)
-    except ConfigError as e:
-        detail = str(e)
-        fail(detail[0].lower() + detail[1:], "unit")
-    metric_unit = parse_unit(metrics[metric])
-    if unit.dimension != metric_unit.dimension:
-        same = [n for n, u in UNITS.items() if u.dimension == metric_unit.dimension and n == u.name]
-        fail(
-            f"unit {unit.name!r} is a {unit.dimension} unit but metric {metric!r} measures {metric_unit.dimension} "
-            f"(in {metric_unit.name}). Use a {metric_unit.dimension} unit: {', '.join(same)}.",
-            "unit",
-        )
-    is_flag = unit.dimension == "flag"
-
-    min_samples = raw.get("min_samples", 1)
-    if not isinstance(min_samples, int) or isinstance(min_samples, bool):
-        fail(
-            f"min_samples must be an integer, not {_type_name(min_samples)} {min_samples!r}. E.g. min_samples = 3.",
-            "min_samples",
-        )
-    if min_samples < 1:
-        fail(f"min_samples is {min_samples}; it must be at least 1. Set min_samples = 1 or more.", "min_samples")
-
-    report_only = raw.get("report_only", False)
-    if not isinstance(report_only, bool):
-        fail(f"report_only must be true or false, not {_type_name(report_only)} {report_only!r}.", "report_only")
-
-    def number(key: str) -> float:
-        value = raw[key]
-        if is_flag and key == "value" and isinstance(value, bool):
-            return 1.0 if value else 0.0
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            want = "true or false" if is_flag and key == "value" else f"a number in {unit.name}"
-            fail(f"{key} must be {want}, not {_type_name(value)} {value!r}. Write it without quotes.", key)
-        try:
-            result = float(value)
-        except OverflowError:
-            fail(f"{key} = {value} is too large. Use a larger unit or a smaller number.", key)
-        if not math.isfinite(result):
-            fail(f"{key} must be a finite number, not {value}. Leave out min or max for a one-sided band.", key)
-        if is_flag and key == "value" and result not in (0, 1):
-            fail(f"value {value!r} is no flag value. Write value = true or value = false.", key)
-        return result
-
-    expect: Expect | None = None
-    given = [k for k in ("min", "max", "value", "tolerance") if k in raw]
-    if report_only:
-        if given:
-            fail(
-                f"report_only = true takes no expectation, but {', '.join(given)} {'is' if len(given) == 1 else 'are'} "
-                f"given. Remove {'it' if len(given) == 1 else 'them'}, or set report_only = false to check it.",
-                given[0],
-            )
-    elif "value" in raw and ("min" in raw or "max" in raw):
-        fail("has both value and min/max. Use value for an exact expectation or min/max for a band, not both.", "value")
-    elif not ({"min", "max", "value"} & raw.keys()):
-        fail(
-            "has no expectation. Add min and/or max (a band) or value (an exact value), "
-            "or report_only = true to only report the measured value."
-        )
-    else:
-        exact = "value" in raw
-        lo = number("value" if exact else "min") if exact or "min" in raw else None
-        hi = lo if exact else (number("max") if "max" in raw else None)
-        if lo is not None and hi is not None and lo > hi:
-            fail(
-                f"min ({format_value(lo, unit.name)}) is greater than max ({format_value(hi, unit.name)}). Swap them.",
-                "min",
-            )
-        expect = _expect(lo, hi, exact, raw.get("tolerance"), unit.name, fail)
-
+    e = _Entry.of(raw, path, pos, index)
+    _check_keys(e)
+    cid = _claim_id(e, seen)
+    statement, source, guest, measured_as = (e.string(k) for k in ("statement", "source", "guest", "measured_as"))
+    arches = _arches(e)
+    metric = _metric(e, metrics)
+    unit = _unit(e, metric, metrics)
+    min_samples = _min_samples(e)
+    report_only = _report_only(e)
     return Claim(
         id=cid,
         statement=statement,
@@ -454,7 +355,7 @@ def _parse_claim(
         arches=arches,
         metric=metric,
         unit=unit.name,
-        expect=expect,
+        expect=_expectation(e, unit, report_only),
         min_samples=min_samples,
         measured_as=measured_as,
         report_only=report_only,
@@ -463,49 +364,206 @@ def _parse_claim(
     )
 
 
-def _expect(lo: float | None, hi: float | None, exact: bool, tolerance: object, unit: str, fail: _Fail) -> Expect:
-    tol_lo = tol_hi = 0.0
-    tol_text = ""
-    if tolerance is not None:
-        if parse_unit(unit).dimension == "flag":
-            fail("a flag is true or false; a tolerance makes no sense for it. Remove tolerance.", "tolerance")
-        if isinstance(tolerance, str):
-            pct = _PERCENT_RE.fullmatch(tolerance)
-            if not pct:
-                fail(
-                    f"tolerance {tolerance!r} is not a percentage. Write a relative tolerance as a string "
-                    f'like tolerance = "10%", or an absolute one as a number in {unit} (tolerance = 5).',
-                    "tolerance",
-                )
-            frac = float(pct.group(1)) / 100
-            tol_lo = frac * abs(lo) if lo is not None else 0.0
-            tol_hi = frac * abs(hi) if hi is not None else 0.0
-            tol_text = f" ± {float(pct.group(1)):g}%"
-        elif isinstance(tolerance, int | float) and not isinstance(tolerance, bool):
-            absolute = float(tolerance)
-            if not math.isfinite(absolute) or absolute < 0:
-                fail(
-                    f'tolerance {tolerance} must be a finite number >= 0 (in {unit}), or a percentage like "10%".',
-                    "tolerance",
-                )
-            tol_lo = tol_hi = absolute
-            tol_text = f" ± {format_value(absolute, unit)}"
-        else:
-            fail(
-                f'tolerance must be a percentage string like "10%" or a number in {unit}, '
-                f"not {_type_name(tolerance)} {tolerance!r}.",
+def _check_keys(e: _Entry) -> None:
+    """No unknown keys (with the likely intended one), no missing required ones."""
+    unknown = sorted((k for k in e.raw if k not in CLAIM_KEYS), key=lambda k: e.pos.keys.get(k, e.pos.line))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, CLAIM_KEYS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        e.fail(f"unknown key {key!r}.{hint} Valid keys: {', '.join(CLAIM_KEYS)}. Rename or remove it.", key)
+    missing = [k for k in REQUIRED_KEYS if k not in e.raw]
+    if missing:
+        names = ", ".join(missing)
+        e.fail(
+            f"missing required key{'s' if len(missing) > 1 else ''} {names}. "
+            f"Add {'them' if len(missing) > 1 else 'it'} to this [[claim]] entry, e.g. {_EXAMPLES[missing[0]]}."
+        )
+
+
+def _claim_id(e: _Entry, seen: dict[str, str]) -> str:
+    """Identity: a well-formed id, unique across all files loaded together (recorded in ``seen``)."""
+    cid = e.string("id")
+    if not _ID_RE.fullmatch(cid):
+        e.fail(
+            f"id {cid!r} has characters other than lowercase letters, digits, '_', '.' and '-'. "
+            f"Rename it, e.g. {re.sub(r'[^a-z0-9_.-]+', '_', cid.lower())!r}.",
+            "id",
+        )
+    if cid in seen:
+        e.fail(f"id {cid!r} is defined twice: here and at {seen[cid]}. Give one of them another id.", "id")
+    seen[cid] = f"{e.path}:{e.line('id')}"
+    return cid
+
+
+def _arches(e: _Entry) -> tuple[str, ...]:
+    """Applicability: one arch or a non-empty array of known arches; a repeated arch is harmless."""
+    arch = e.raw["arch"]
+    arch_list = [arch] if isinstance(arch, str) else arch
+    if not isinstance(arch_list, list) or not all(isinstance(a, str) for a in arch_list):
+        e.fail(
+            f"arch must be a string or an array of strings, not {_type_name(arch)} {arch!r}. E.g. {_EXAMPLES['arch']}.",
+            "arch",
+        )
+    if not arch_list:
+        e.fail(f"arch is empty. Name at least one of {', '.join(ARCHES)}, e.g. {_EXAMPLES['arch']}.", "arch")
+    for a in arch_list:
+        if a not in ARCHES:
+            close = difflib.get_close_matches(a, ARCHES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            e.fail(f"unknown arch {a!r}.{hint} Valid arches: {', '.join(ARCHES)}. Use one of those.", "arch")
+    return tuple(dict.fromkeys(arch_list))  # keep the first of a repeated arch
+
+
+def _metric(e: _Entry, metrics: Mapping[str, str]) -> str:
+    """What is measured: a metric the harness knows."""
+    metric = e.string("metric")
+    if metric not in metrics:
+        close = difflib.get_close_matches(metric, list(metrics), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        e.fail(
+            f"unknown metric {metric!r}.{hint} Known metrics: {', '.join(sorted(metrics))}. Use one of those.", "metric"
+        )
+    return metric
+
+
+def _unit(e: _Entry, metric: str, metrics: Mapping[str, str]) -> Unit:
+    """A known unit of the same dimension as the metric's."""
+    unit_text = e.string("unit")  # outside the try: a ClaimsError is a ConfigError too
+    try:
+        unit = parse_unit(unit_text)
+    except ConfigError as exc:
+        detail = str(exc)
+        e.fail(detail[0].lower() + detail[1:], "unit")
+    metric_unit = parse_unit(metrics[metric])
+    if unit.dimension != metric_unit.dimension:
+        same = [n for n, u in UNITS.items() if u.dimension == metric_unit.dimension and n == u.name]
+        e.fail(
+            f"unit {unit.name!r} is a {unit.dimension} unit but metric {metric!r} measures {metric_unit.dimension} "
+            f"(in {metric_unit.name}). Use a {metric_unit.dimension} unit: {', '.join(same)}.",
+            "unit",
+        )
+    return unit
+
+
+def _min_samples(e: _Entry) -> int:
+    min_samples = e.raw.get("min_samples", 1)
+    if not isinstance(min_samples, int) or isinstance(min_samples, bool):
+        e.fail(
+            f"min_samples must be an integer, not {_type_name(min_samples)} {min_samples!r}. E.g. min_samples = 3.",
+            "min_samples",
+        )
+    if min_samples < 1:
+        e.fail(f"min_samples is {min_samples}; it must be at least 1. Set min_samples = 1 or more.", "min_samples")
+    return min_samples
+
+
+def _report_only(e: _Entry) -> bool:
+    report_only = e.raw.get("report_only", False)
+    if not isinstance(report_only, bool):
+        e.fail(f"report_only must be true or false, not {_type_name(report_only)} {report_only!r}.", "report_only")
+    return report_only
+
+
+# --- the expectation: a band (min/max), an exact value, or none when report_only ---------------------------------
+
+
+def _expectation(e: _Entry, unit: Unit, report_only: bool) -> Expect | None:
+    """The claim's band or exact value with its tolerance; None for a report_only claim."""
+    raw = e.raw
+    given = [k for k in ("min", "max", "value", "tolerance") if k in raw]
+    if report_only:
+        if given:
+            e.fail(
+                f"report_only = true takes no expectation, but {', '.join(given)} {'is' if len(given) == 1 else 'are'} "
+                f"given. Remove {'it' if len(given) == 1 else 'them'}, or set report_only = false to check it.",
+                given[0],
+            )
+        return None
+    if "value" in raw and ("min" in raw or "max" in raw):
+        e.fail(
+            "has both value and min/max. Use value for an exact expectation or min/max for a band, not both.", "value"
+        )
+    if not ({"min", "max", "value"} & raw.keys()):
+        e.fail(
+            "has no expectation. Add min and/or max (a band) or value (an exact value), "
+            "or report_only = true to only report the measured value."
+        )
+    exact = "value" in raw
+    lo = _number(e, "value" if exact else "min", unit) if exact or "min" in raw else None
+    hi = lo if exact else (_number(e, "max", unit) if "max" in raw else None)
+    if lo is not None and hi is not None and lo > hi:
+        e.fail(
+            f"min ({format_value(lo, unit.name)}) is greater than max ({format_value(hi, unit.name)}). Swap them.",
+            "min",
+        )
+    tol_lo, tol_hi, tol_text = _tolerance(e, raw.get("tolerance"), lo, hi, unit.name)
+    text = _expect_text(lo, hi, exact, unit.name) + tol_text
+    return Expect(lo=lo, hi=hi, exact=exact, tol_lo=tol_lo, tol_hi=tol_hi, text=text)
+
+
+def _number(e: _Entry, key: str, unit: Unit) -> float:
+    """A finite number in ``unit``; for a flag's ``value`` also true or false (1 or 0)."""
+    value = e.raw[key]
+    flag_value = unit.dimension == "flag" and key == "value"
+    if flag_value and isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        want = "true or false" if flag_value else f"a number in {unit.name}"
+        e.fail(f"{key} must be {want}, not {_type_name(value)} {value!r}. Write it without quotes.", key)
+    try:
+        result = float(value)
+    except OverflowError:
+        e.fail(f"{key} = {value} is too large. Use a larger unit or a smaller number.", key)
+    if not math.isfinite(result):
+        e.fail(f"{key} must be a finite number, not {value}. Leave out min or max for a one-sided band.", key)
+    if flag_value and result not in (0, 1):
+        e.fail(f"value {value!r} is no flag value. Write value = true or value = false.", key)
+    return result
+
+
+def _tolerance(e: _Entry, tolerance: object, lo: float | None, hi: float | None, unit: str) -> tuple[float, float, str]:
+    """(widening below, widening above, text such as " ± 10%"): relative as "10%", or absolute in ``unit``."""
+    if tolerance is None:
+        return 0.0, 0.0, ""
+    if parse_unit(unit).dimension == "flag":
+        e.fail("a flag is true or false; a tolerance makes no sense for it. Remove tolerance.", "tolerance")
+    if isinstance(tolerance, str):
+        pct = _PERCENT_RE.fullmatch(tolerance)
+        if not pct:
+            e.fail(
+                f"tolerance {tolerance!r} is not a percentage. Write a relative tolerance as a string "
+                f'like tolerance = "10%", or an absolute one as a number in {unit} (tolerance = 5).',
                 "tolerance",
             )
-    suffix = unit_suffix(unit)
+        frac = float(pct.group(1)) / 100
+        tol_lo = frac * abs(lo) if lo is not None else 0.0
+        tol_hi = frac * abs(hi) if hi is not None else 0.0
+        return tol_lo, tol_hi, f" ± {float(pct.group(1)):g}%"
+    if isinstance(tolerance, int | float) and not isinstance(tolerance, bool):
+        absolute = float(tolerance)
+        if not math.isfinite(absolute) or absolute < 0:
+            e.fail(
+                f'tolerance {tolerance} must be a finite number >= 0 (in {unit}), or a percentage like "10%".',
+                "tolerance",
+            )
+        return absolute, absolute, f" ± {format_value(absolute, unit)}"
+    e.fail(
+        f'tolerance must be a percentage string like "10%" or a number in {unit}, '
+        f"not {_type_name(tolerance)} {tolerance!r}.",
+        "tolerance",
+    )
+
+
+def _expect_text(lo: float | None, hi: float | None, exact: bool, unit: str) -> str:
+    """The expectation as a person reads it: "= 0xf0400000", "50-200 ms", ">= 50 ms", "<= 1.5 ms"."""
     if exact:
         assert lo is not None
-        text = f"= {format_value(lo, unit)}"
-    elif lo is not None and hi is not None:
+        return f"= {format_value(lo, unit)}"
+    if lo is not None and hi is not None:
         sep = "-" if lo >= 0 else " to "  # "-5--3 ms" would misread
-        text = f"{format_number(lo, unit)}{sep}{format_number(hi, unit)}{suffix}"
-    elif lo is not None:
-        text = f">= {format_value(lo, unit)}"
-    else:
-        assert hi is not None
-        text = f"<= {format_value(hi, unit)}"
-    return Expect(lo=lo, hi=hi, exact=exact, tol_lo=tol_lo, tol_hi=tol_hi, text=text + tol_text)
+        return f"{format_number(lo, unit)}{sep}{format_number(hi, unit)}{unit_suffix(unit)}"
+    if lo is not None:
+        return f">= {format_value(lo, unit)}"
+    assert hi is not None
+    return f"<= {format_value(hi, unit)}"
