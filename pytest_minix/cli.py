@@ -11,19 +11,18 @@ import termios
 import tty
 from pathlib import Path
 
-from pytest_minix.errors import GuestUnavailable, HarnessError, ImageError
+from pytest_minix.errors import ConfigError, GuestUnavailable, HarnessError, ImageError
 from pytest_minix.media.minix import add_source_options
-from pytest_minix.profiles import ARCHES, available_guests, load_profile
+from pytest_minix.profiles import ARCHES, available_guests, expand_arch, load_profile
 
 DETACH = b"\x1d"  # Ctrl-], as in telnet and virsh console
 
 
 def _arches(value: str) -> tuple[str, ...]:
-    if value == "all":
-        return ARCHES
-    if value not in ARCHES:
-        raise argparse.ArgumentTypeError(f"unknown arch {value!r}; use one of {', '.join(ARCHES)} or all")
-    return (value,)
+    try:
+        return expand_arch(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_build_reference(args: argparse.Namespace) -> int:
@@ -125,21 +124,21 @@ def cmd_console(args: argparse.Namespace) -> int:
     pool = VMPool(config)
     out = sys.stdout.buffer
     try:
-        machine = pool.machine(pool.spec(args.arch))
+        vm = pool.create(pool.spec(args.arch))
+        machine = vm.machine
 
         def show(data: bytes) -> None:
             out.write(data)
             out.flush()
 
-        machine.console.taps.append(show)
-        machine.launch()
+        vm.console.taps.append(show)
+        vm.launch()
         print(
             f"pytest-minix console: {args.guest} {args.arch} (accel {machine.spec.accel}), QEMU pid "
             f"{machine.pid}; serial log {machine.serial_log}. Detach with Ctrl-] (stops the VM).",
             file=sys.stderr,
             flush=True,
         )
-        machine.cont()
         reason = _relay(machine)
         print(f"\r\npytest-minix console: {reason}; serial log {machine.serial_log}", file=sys.stderr)
         return 0 if reason == "detached" else 1

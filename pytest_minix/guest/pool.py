@@ -187,6 +187,16 @@ class VMPool:
         self._machines.append(machine)
         return machine
 
+    def create(self, spec: MachineSpec) -> VM:
+        """A VM (CREATED: not launched) for ``spec``, closed with the pool. ``VM.start`` boots it to a shell;
+        ``VM.launch`` only starts it, for callers that watch the console themselves."""
+        if self.closed:
+            # A caller still running after close() (an abandoned measurement) must not start new QEMUs.
+            raise VMError("This VM pool was closed (its session ended or was aborted); no new VM is started.")
+        vm = VM(self.machine(spec), self.profile)
+        self._all.append(vm)
+        return vm
+
     def fresh(self, arch: str) -> VM:
         """The arch's shared VM in its just-booted state: snapshot on first use, restored on every later one."""
         with self._lock:
@@ -221,11 +231,7 @@ class VMPool:
             return self._start(replace(spec, accel="tcg"), options)
 
     def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
-        if self.closed:
-            # A caller still running after close() (an abandoned measurement) must not start new QEMUs.
-            raise VMError("This VM pool was closed (its session ended or was aborted); no new VM is started.")
-        vm = VM(self.machine(spec), self.profile)
-        self._all.append(vm)
+        vm = self.create(spec)
         timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
         first = options.first_output_timeout or self.profile.first_output_timeout
         stall = options.stall_timeout or self.profile.boot_stall_timeout

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_minix.errors import CommandTimeout, VMError
+from pytest_minix.guest.lifecycle import Lifecycle
 from pytest_minix.profiles import GuestProfile
 from pytest_minix.qemu.console import Console, Match
 
@@ -100,25 +101,32 @@ ABANDONED_STATUS = 2
 
 
 class Shell:
-    """Drives the guest's shell; marks the VM broken when it cannot be resynchronised."""
+    """Drives the guest's shell; marks the VM broken (its ``life``) when it cannot be resynchronised."""
 
     # After a login prompt where a command's end was expected: how long its status marker may
     # still take (a command that merely printed "login: " is followed by it at once).
     LOGIN_GRACE = 2.0
 
-    def __init__(self, console: Console, profile: GuestProfile, *, alive: object = None, line_max: int = 200) -> None:
+    def __init__(
+        self, console: Console, profile: GuestProfile, *, life: Lifecycle | None = None, line_max: int = 200
+    ) -> None:
         self.console = console
         self.profile = profile
-        self._alive = alive
+        # The VM's lifecycle (shared with it); a shell on its own, as in the transcript replays, has its own.
+        self.life = life or Lifecycle(f"shell on {console.log_path}")
         self._ids = itertools.count(1)
-        self.broken: str | None = None
         self._staged: str | None = None  # the command CMD_FILE holds
         # Both MINIX (255) and Linux limit a canonical input line: keep under the smaller.
         self.line_max = line_max
         self._noise = profile.noise_patterns
 
+    @property
+    def broken(self) -> str | None:
+        """Why this shell (its VM) can no longer be used, or None."""
+        return self.life.broken
+
     def _alive_reason(self) -> str | None:
-        return self._alive() if callable(self._alive) else None
+        return self.life.exit_reason()
 
     # -- login ------------------------------------------------------------
     def login(self, timeout: float = 30.0) -> float:
@@ -219,8 +227,7 @@ class Shell:
                 f"Command {cmd!r} did not finish within {timeout:.1f} s. {exc}", self.console.log_path
             ) from None
         except VMError as exc:
-            self.broken = str(exc).splitlines()[0]
-            raise self._with_exit(exc) from None
+            raise self.life.with_exit(exc) from None
         stderr = em.before
         if stderr.startswith(f"\x1eE{n}"):
             stderr = stderr.split("\n", 1)[1] if "\n" in stderr else ""
@@ -244,7 +251,7 @@ class Shell:
         try:
             rest = self.console.expect(end, self.LOGIN_GRACE, what=f"the end of {cmd!r}", alive=self._alive_reason)
         except TimeoutError:
-            self.broken = "a command ended the login shell"
+            self.life.fail("a command ended the login shell")
             raise VMError(
                 f"Command {cmd!r} ended the guest's login shell (exit, exec or logout): the guest shows its "
                 f"login prompt again and the command's status never came. The VM is marked broken; the pool "
@@ -267,24 +274,6 @@ class Shell:
         err = self.run(f"cat {ERR_FILE}.a 2>/dev/null; rm -f {ERR_FILE}.a", timeout=max(5.0, timeout)).stdout
         return Result(cmd, ABANDONED_STATUS, self._clean(before), self._clean(err), time.monotonic() - start)
 
-    def _with_exit(self, exc: VMError) -> VMError:
-        """``exc``, naming why QEMU or the guest went away when the console only saw it close.
-
-        The console's end of file can beat the reaping of a killed QEMU by a few ms: wait a
-        little for the exit status, so "killed by signal 9" is in the message.
-        """
-        if type(exc) is not VMError:
-            return exc  # GuestPanic and friends already say what happened
-        deadline = time.monotonic() + 1.0
-        reason = self._alive_reason()
-        while reason is None and callable(self._alive) and time.monotonic() < deadline:
-            time.sleep(0.02)
-            reason = self._alive_reason()
-        if not reason or reason.splitlines()[0] in str(exc):
-            return exc
-        self.broken = f"{reason.splitlines()[0]} ({self.broken})"
-        return VMError(f"{reason}. {exc}")
-
     def _recover(self, n: int) -> None:
         """Interrupt a hung command and resync on a fresh marker, or mark the shell broken."""
         try:
@@ -293,7 +282,7 @@ class Shell:
             self.console.write(f"\nprintf '\\036Y{n}\\n'\n")
             self.console.expect(f"\x1eY{n}\r?\n", 10.0, what="resynchronisation", alive=self._alive_reason)
         except (TimeoutError, VMError) as exc:
-            self.broken = f"no answer after interrupting a timed-out command ({str(exc).splitlines()[0]})"
+            self.life.fail(f"no answer after interrupting a timed-out command ({str(exc).splitlines()[0]})")
 
     # -- files ------------------------------------------------------------
     def put(self, local: Path | str, remote: str, timeout: float = 120.0) -> None:

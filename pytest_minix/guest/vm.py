@@ -1,19 +1,28 @@
-"""A booted guest: machine + console + shell + timeline, and the boot procedure."""
+"""A booted guest: machine + console + shell + timeline, and the boot procedure.
+
+A VM's health is one :class:`~pytest_minix.guest.lifecycle.Lifecycle` (created -> booting
+-> ready -> broken / stopped, with the reason), shared with its shell. Used as a context
+manager, a VM is always shut down.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_minix.errors import BootStalled, BootTimeout, ConfigError, GuestPanic, VMError
+from pytest_minix.guest.lifecycle import Lifecycle, State
 from pytest_minix.guest.shell import Shell
 from pytest_minix.guest.timeline import Milestone, Timeline
 from pytest_minix.profiles import GuestProfile
 from pytest_minix.qemu.console import Console, ConsoleStalled
 from pytest_minix.qemu.machine import Machine
 from pytest_minix.qemu.qmp import QMP
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,10 +42,19 @@ class VM:
         self.accel = machine.spec.accel
         self.console: Console = machine.console
         self.qmp: QMP = machine.qmp
-        self.shell = Shell(self.console, profile, alive=self._alive_reason)
+        self.life = Lifecycle(machine.name, exited=machine.exit_reason)
+        self.shell = Shell(self.console, profile, life=self.life)
         self.boot: BootResult | None = None
-        self._broken: str | None = None
         self._snapshots: set[str] = set()
+
+    def __enter__(self) -> VM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<VM {self.machine.name} {self.state.value}{': ' + self.life.reason if self.life.reason else ''}>"
 
     @property
     def log_path(self) -> Path:
@@ -48,44 +66,54 @@ class VM:
         return self.boot.timeline
 
     @property
+    def state(self) -> State:
+        """Where the VM is in its life (polls QEMU: a VM whose QEMU died is BROKEN)."""
+        return self.life.state
+
+    @property
     def broken(self) -> str | None:
         """Why this VM can no longer be trusted, or None while it is healthy."""
-        return self._broken or self.shell.broken or self.machine.exit_reason()
+        return self.life.broken
 
     def mark_broken(self, reason: str) -> None:
-        self._broken = reason
+        self.life.fail(reason)
 
     def _alive_reason(self) -> str | None:
-        return self.machine.exit_reason()
+        return self.life.exit_reason()
+
+    def launch(self) -> None:
+        """Start QEMU and let the guest run, without waiting for anything (BOOTING).
+
+        For callers that watch the console themselves (``pytest-minix console``, the kernel
+        banner timing); :meth:`start` is launch plus the login.
+        """
+        self.life.to(State.BOOTING, "launching QEMU")
+        try:
+            self.machine.launch()
+            self.machine.cont()
+        except VMError as exc:
+            raise self.life.with_exit(exc) from None
 
     def start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None = None) -> BootResult:
-        """Launch, resume, wait for the login prompt, log in; fill in the timeline.
+        """Launch, resume, wait for the login prompt, log in; fill in the timeline (READY).
 
         ``stall_timeout``: give up once the guest, having started to print, prints nothing
         more for that long (a hung or starved boot), instead of waiting out ``boot_timeout``.
+        On any failure the VM is BROKEN with the reason, and the error names the serial log.
         """
+        self.launch()
         try:
-            return self._start(boot_timeout, first_output_timeout, stall_timeout)
+            boot = self._boot(boot_timeout, first_output_timeout, stall_timeout)
         except VMError as exc:
-            raise self._with_exit(exc) from None
+            raise self.life.with_exit(exc) from None
+        self.life.to(State.READY, f"logged in {boot.shell_ready:.2f} s after cont")
+        log.info(
+            "VM %s: login prompt at %.2f s, shell at %.2f s", self.machine.name, boot.login_prompt, boot.shell_ready
+        )
+        return boot
 
-    def _with_exit(self, exc: VMError) -> VMError:
-        """``exc`` naming QEMU's exit when the console only saw it close (its EOF can beat the reaping)."""
-        if type(exc) is not VMError:
-            return exc  # BootTimeout, GuestPanic... already say what happened
-        deadline = time.monotonic() + 1.0
-        reason = self.machine.exit_reason()
-        while reason is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-            reason = self.machine.exit_reason()
-        if not reason or reason.splitlines()[0] in str(exc):
-            return exc
-        return VMError(f"{reason}. {str(exc).split(' Serial log: ')[0]}", self.log_path)
-
-    def _start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None) -> BootResult:
+    def _boot(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None) -> BootResult:
         p = self.profile
-        self.machine.launch()
-        self.machine.cont()
         first = min(first_output_timeout, boot_timeout)
         try:
             # A boot that prints nothing at all fails fast instead of waiting out the boot timeout.
@@ -211,16 +239,21 @@ class VM:
         # the prompt it printed before the snapshot, so a marker command resyncs both sides.
         self.console.discard()
         self.shell.forget_guest_state()
-        self.shell.broken = None
-        self._broken = None
+        if self.life.state is State.BROKEN:
+            self.life.to(State.READY, f"snapshot {name} restored")
         r = self.shell.run(":", timeout=30)
         if r.status != 0:
             self.mark_broken(f"the shell did not answer after loadvm: {r}")
             raise VMError("The shell did not answer after restoring the snapshot.", self.log_path)
+        log.debug("VM %s: snapshot %s restored in %.3f s", self.machine.name, name, time.monotonic() - start)
         return time.monotonic() - start
 
     def shutdown(self) -> None:
-        self.machine.shutdown()
+        """Stop QEMU (the machine's shutdown ladder); the VM is STOPPED for good. Idempotent."""
+        if self.life.state is not State.STOPPED:
+            reason = self.life.broken or "shut down"
+            self.machine.shutdown()
+            self.life.to(State.STOPPED, reason)
 
 
 __all__ = ["VM", "BootResult", "BootTimeout", "GuestPanic", "VMError"]

@@ -8,6 +8,8 @@ private state directory.
 
 from __future__ import annotations
 
+import logging
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +25,8 @@ from pytest_minix.qemu.console import Console
 from pytest_minix.qemu.qmp import QMP
 from pytest_minix.qemu.runtime import Runtime
 from pytest_minix.qemu.statedir import StateDir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -166,10 +170,18 @@ class Machine:
     def launch(self) -> None:
         """Start QEMU paused and connect console and monitor (nothing runs yet)."""
         self.argv = self.build_argv()
+        log.debug("%s: launching %s", self.name, shlex.join(self.argv))
         runtime = Runtime.get()
         with open(self.qemu_log, "wb") as errlog:
             self.proc = runtime.spawn(self.argv, stdout=errlog, stderr=subprocess.STDOUT, cwd=self.dir)
         self.state.record_qemu(self.proc.pid)
+        log.info(
+            "%s: QEMU pid %d started paused (accel %s), serial log %s",
+            self.name,
+            self.proc.pid,
+            self.spec.accel,
+            self.serial_log,
+        )
         try:
             self.console.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
             if self.debugcon is not None:
@@ -188,6 +200,7 @@ class Machine:
             self.debugcon.set_t0(t0)
         self.qmp.execute("cont")
         self.t0 = t0
+        log.debug("%s: resumed (t0 of the boot timeline)", self.name)
         return t0
 
     def exit_reason(self) -> str | None:
@@ -237,16 +250,21 @@ class Machine:
         if proc is not None and proc.poll() is None:
             try:
                 self.qmp.execute("quit", timeout=timeout)
-            except Exception:  # noqa: BLE001 - escalate below
-                pass
+            except Exception as exc:  # noqa: BLE001 - escalate below
+                log.debug("%s: QMP quit failed (%s); escalating to signals", self.name, exc)
             for sig in (None, signal.SIGTERM, signal.SIGKILL):
                 if sig is not None and proc.poll() is None:
+                    log.warning(
+                        "%s: QEMU pid %d did not stop within %.0f s; sending %s", self.name, proc.pid, timeout, sig.name
+                    )
                     proc.send_signal(sig)
                 try:
                     proc.wait(timeout)
                     break
                 except subprocess.TimeoutExpired:
                     continue
+        if proc is not None and self.dir.exists():
+            log.info("%s: QEMU pid %d stopped, exit status %s", self.name, proc.pid, proc.poll())
         self.qmp.close()
         self.console.close()
         if self.debugcon is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from typing import Any
 from qemu.qmp import QMPClient
 
 from pytest_minix.qemu.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class QMP:
 
     def __init__(self, sock_path: Path, name: str = "vm") -> None:
         self.sock_path = sock_path
+        self.name = name
         self.runtime = Runtime.get()
         self._client = QMPClient(name)
         self._events: list[Event] = []
@@ -56,11 +60,14 @@ class QMP:
                 msg: dict[str, Any] = dict(ev)  # type: ignore[call-overload]
                 ts = msg.get("timestamp", {})
                 qt = ts.get("seconds", 0) + ts.get("microseconds", 0) / 1e6
+                event = Event(str(msg["event"]), dict(msg.get("data", {})), qt, time.monotonic())
+                log.debug("%s: QMP event %s %s", self.name, event.name, event.data)
                 with self._lock:
-                    self._events.append(Event(str(msg["event"]), dict(msg.get("data", {})), qt, time.monotonic()))
+                    self._events.append(event)
 
     def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
         """Run one QMP command and return its result (raises on a QMP error)."""
+        log.debug("%s: QMP %s %s", self.name, cmd, args or "")
         return self.runtime.run(self._client.execute(cmd, args), timeout)
 
     def hmp(self, command: str, timeout: float = 30.0) -> str:
