@@ -100,6 +100,7 @@ def test_every_listed_script_exists() -> None:
     assert not stale, f"EXPECTED_KEYS names scripts that are gone: {sorted(stale)}"
 
 
+@pytest.mark.qemu  # the scripts boot reference guests
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
 def test_smoke_run(script: Path, tmp_path: Path, pytestconfig: pytest.Config, private_runtime: Path) -> None:
     env = _env(private_runtime)

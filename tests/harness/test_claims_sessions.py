@@ -68,6 +68,7 @@ def session(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+@pytest.mark.qemu
 def test_confirmed_refuted_and_inconclusive(session: pytest.Pytester) -> None:
     report = session.path / "out" / "claims.json"
     result = session.runpytest_subprocess(
@@ -99,6 +100,7 @@ def test_confirmed_refuted_and_inconclusive(session: pytest.Pytester) -> None:
     assert any(name == "claim_median" for name, _ in props)
 
 
+@pytest.mark.qemu
 def test_strict_makes_inconclusive_fail(session: pytest.Pytester) -> None:
     strict = ("--claims=claims.toml", "--claims-strict", "--claims-select=t.undecided")  # the last select wins
     result = session.runpytest_subprocess(*ARGS, *strict)
@@ -141,7 +143,7 @@ def test_missing_claims_file_is_a_usage_error(pytester: pytest.Pytester) -> None
 
 
 def test_every_whitepaper_claim_is_loaded_with_provenance() -> None:
-    from pytest_minix.measure.metrics import metric_units
+    from pytest_minix.measure.registry import metric_units
     from pytest_minix.paths import claims_dir
     from pytest_minix.verdicts.claims import load_claims
 
@@ -157,6 +159,7 @@ def test_every_whitepaper_claim_is_loaded_with_provenance() -> None:
     assert all(c.source and c.measured_as and c.guest == "minix" for c in claims)
 
 
+@pytest.mark.qemu
 def test_verdicts_from_xdist_workers_reach_the_report(session: pytest.Pytester) -> None:
     report = session.path / "claims.json"
     result = session.runpytest_subprocess(*ARGS, "--claims=claims.toml", f"--claims-report={report}", "-n", "2")

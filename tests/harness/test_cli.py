@@ -55,6 +55,7 @@ class PtySession:
 
 
 @pytest.mark.slow
+@pytest.mark.qemu
 def test_console_attaches_the_terminal_and_detaches_with_ctrl_bracket(tmp_path: Path) -> None:
     env = {**os.environ, "TERM": "dumb"}
     s = PtySession([*CLI, "console", "--guest=reference", "--arch=i386", "--accel=tcg", f"--log-dir={tmp_path}"], env)

@@ -24,7 +24,7 @@ from pytest_minix import VM, CommandTimeout
 from pytest_minix.errors import GuestPanic, VMError
 from pytest_minix.guest.pool import VMOptions, VMPool
 from pytest_minix.media.bootmedia import BootMedia
-from pytest_minix.plugin.hooks import need_media
+from pytest_minix.plugin.media import need_media
 from pytest_minix.qemu.statedir import QEMU_PIDS
 
 pytestmark = pytest.mark.usefixtures("fault_trial")

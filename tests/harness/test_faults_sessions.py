@@ -94,6 +94,7 @@ def test_pool(vm_pool):
 
 
 @pytest.mark.slow
+@pytest.mark.qemu
 def test_killed_xdist_worker_takes_its_qemu_along_and_is_swept(tmp_path: Path, private_runtime: Path) -> None:
     pytest.importorskip("xdist")
     run = private_runtime
@@ -194,6 +195,7 @@ def test_claim(claim_verdict, enforce_verdict):
 
 
 @pytest.mark.slow
+@pytest.mark.qemu
 def test_two_sessions_at_once_share_the_cache_and_nothing_else(tmp_path: Path, private_runtime: Path) -> None:
     from pytest_minix.paths import cache_root
 
@@ -326,6 +328,7 @@ def test_disk_full_while_decompressing_is_a_clear_error(
 
 
 @pytest.mark.slow
+@pytest.mark.qemu
 def test_full_log_disk_is_reported_and_the_vm_goes_on(tmp_path: Path) -> None:
     with small_tmpfs(tmp_path / "mnt", "1m") as mnt:
         logs = mnt / "logs"

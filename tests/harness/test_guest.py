@@ -12,6 +12,7 @@ import pytest
 
 from pytest_minix import VM, CommandTimeout, GuestPanic
 from pytest_minix.errors import VMError
+from pytest_minix.guest.pool import VMPool
 from pytest_minix.guest.shell import parse_od
 
 
@@ -72,7 +73,7 @@ def test_commands_too_long_to_type_or_with_tty_control_bytes_run_exactly(guest: 
     assert guest.shell.run("echo after").stdout == "after\n"
 
 
-def test_command_timeout_names_command_and_log(guest: VM) -> None:
+def test_command_timeout_names_command_and_log(guest: VM, vm_pool: VMPool) -> None:
     with pytest.raises(CommandTimeout) as exc:
         guest.shell.run("sleep 60", timeout=2)
     msg = str(exc.value)
@@ -80,10 +81,8 @@ def test_command_timeout_names_command_and_log(guest: VM) -> None:
     # Ctrl-C resynchronised the shell: the same VM still answers.
     assert guest.broken is None
     assert guest.shell.run("echo alive").stdout == "alive\n"
-
-
-def test_next_test_after_timeout_has_healthy_vm(guest: VM) -> None:
-    assert guest.broken is None
+    # The next test is handed the same healthy VM, not a reboot.
+    assert vm_pool.get(guest.arch) is guest
     assert guest.shell.run("echo healthy").stdout == "healthy\n"
 
 
@@ -149,28 +148,23 @@ def test_kernel_messages_interleaved_with_output_are_filtered(guest: VM) -> None
     assert any("pytest-minix interleaved kmsg" in ln.text for ln in guest.console.lines())
 
 
-_BROKEN_PIDS: dict[str, int] = {}
-
-
-def test_killed_shell_marks_vm_broken(guest: VM) -> None:
+def test_killed_shell_marks_vm_broken_and_the_pool_replaces_it(guest: VM, vm_pool: VMPool) -> None:
     # The login shell dies; getty shows a new login prompt, and the harness's marker
     # never comes back: the harness says so at once (not at the timeout) and marks the VM broken.
+    old_pid = guest.machine.pid
+    assert old_pid is not None
     start = time.monotonic()
     with pytest.raises(VMError, match="ended the guest's login shell") as exc:
         guest.shell.run("kill -9 $$", timeout=60)
     assert not isinstance(exc.value, CommandTimeout)
     assert time.monotonic() - start < 20
     assert guest.broken is not None
-    _BROKEN_PIDS[guest.arch] = guest.machine.pid or 0
-
-
-def test_broken_vm_is_replaced_by_a_fresh_one(guest: VM) -> None:
-    old = _BROKEN_PIDS.get(guest.arch)
-    if old is None:
-        pytest.skip("runs after test_killed_shell_marks_vm_broken")
-    assert guest.machine.pid != old
-    assert guest.broken is None
-    assert guest.shell.run("echo fresh").stdout == "fresh\n"
+    # What the next test's `guest` gets: a fresh VM on a new QEMU, the broken one shut down.
+    fresh = vm_pool.get(guest.arch)
+    assert fresh is not guest and fresh.machine.pid != old_pid
+    assert fresh.broken is None
+    assert fresh.shell.run("echo fresh").stdout == "fresh\n"
+    assert guest.machine.proc is not None and guest.machine.proc.poll() is not None, "the broken VM's QEMU still runs"
 
 
 def test_kernel_panic_during_command_is_reported(guest: VM) -> None:

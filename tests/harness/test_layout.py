@@ -31,7 +31,7 @@ from pytest_minix.measure.kernel_image import (
     parse_registers,
     user_vectors,
 )
-from pytest_minix.measure.metrics import METRICS, MetricContext
+from pytest_minix.measure.registry import METRICS, MetricContext
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "reference"
 LAYOUT_METRICS = [
@@ -185,7 +185,7 @@ def arm_ctx(tmp_path: Path) -> Iterator[MetricContext]:
 
 def test_layout_metrics_are_registered() -> None:
     for mid in LAYOUT_METRICS:
-        assert METRICS[mid].measure.__module__ == metrics_layout.__name__, mid
+        assert METRICS[mid].method.__module__ == metrics_layout.__name__, mid
 
 
 @pytest.mark.parametrize("mid", LAYOUT_METRICS)

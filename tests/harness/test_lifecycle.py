@@ -14,7 +14,8 @@ import pytest
 from pytest_minix.qemu import statedir
 
 # Rows of the fault matrix: repeated by --fault-trials, checked for leftovers (conftest.no_leaks).
-pytestmark = pytest.mark.usefixtures("fault_trial", "no_leaks")
+# Each boots a guest in a child pytest.
+pytestmark = [pytest.mark.usefixtures("fault_trial", "no_leaks"), pytest.mark.qemu]
 
 INNER = """
 import os, time

@@ -212,6 +212,7 @@ async def _tools(tmp_path: Path, arch: str) -> None:
         assert "has been shut down" in _err(await c.call_tool("run", {"session": sid, "command": "true"}))
 
 
+@pytest.mark.qemu
 def test_tools_end_to_end(tmp_path: Path, pytestconfig: pytest.Config, fault_arch: str) -> None:
     """Every arch selected with --arch (both under --arch=all)."""
     _need_reference(pytestconfig)
@@ -262,6 +263,7 @@ def test_bad_arguments_are_errors_and_the_server_stays_up(tmp_path: Path, arch: 
 # -- the VM cap, profile_boot and check_claims ---------------------------------------------------
 
 
+@pytest.mark.qemu
 def test_vm_cap_profile_boot_and_claims(tmp_path: Path, arch: str) -> None:
     async def main() -> None:
         async with _client(tmp_path, "--max-vms=2") as c:
@@ -329,6 +331,7 @@ def _children(pid: int) -> set[int]:
     return {k for k in kids if not _gone(k, 0)}
 
 
+@pytest.mark.qemu
 def test_overrun_call_is_stopped_with_its_vms(tmp_path: Path, arch: str) -> None:
     async def main() -> None:
         async with _client(tmp_path) as c:
@@ -407,6 +410,7 @@ def _listening_tcp_sockets(pid: int) -> list[str]:
     return found
 
 
+@pytest.mark.qemu
 def test_killed_client_leaves_no_qemu(tmp_path: Path, arch: str) -> None:
     proc, info = _start_client(tmp_path, arch)
     try:
@@ -423,6 +427,7 @@ def test_killed_client_leaves_no_qemu(tmp_path: Path, arch: str) -> None:
             proc.wait(10)
 
 
+@pytest.mark.qemu
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_signalled_server_stops_its_vms(tmp_path: Path, arch: str, sig: signal.Signals) -> None:
     proc, info = _start_client(tmp_path, arch)
@@ -478,6 +483,7 @@ def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
         assert r.returncode == 2 and expect in r.stderr, r.stderr
 
 
+@pytest.mark.qemu
 def test_example_client_runs(tmp_path: Path, arch: str) -> None:
     """examples/mcp_client.py, as a user would run it, against the reference guest."""
     example = Path(__file__).resolve().parents[2] / "examples" / "mcp_client.py"

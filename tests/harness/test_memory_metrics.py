@@ -9,7 +9,7 @@ import pytest
 from pytest_minix import VM
 from pytest_minix.errors import BootStalled, BootTimeout, GuestPanic
 from pytest_minix.measure.memory import meminfo_free_mib, parse_meminfo, qemu_faults, trial_outcome
-from pytest_minix.measure.metrics import METRICS, MetricContext
+from pytest_minix.measure.registry import METRICS, MetricContext
 
 # Captured from the reference guest (i386, -m 256) with `cat /proc/meminfo`, first lines.
 LINUX_MEMINFO = "MemTotal:         243584 kB\nMemFree:          226668 kB\nMemAvailable:     223824 kB\n"

@@ -9,16 +9,12 @@ from pathlib import Path
 import pytest
 
 from pytest_minix.guest.pool import HarnessConfig, VMPool
+from pytest_minix.measure.boot import count_boot_image_processes
 from pytest_minix.measure.kernel_image import decode_boot_image
 from pytest_minix.measure.measurement import Conditions, Measurement
-from pytest_minix.measure.metrics import (
-    METRICS,
-    MetricContext,
-    count_boot_image_processes,
-    meminfo_total_mib,
-    metric_units,
-)
+from pytest_minix.measure.memory import meminfo_total_mib
 from pytest_minix.measure.minix import PROBE, device_state
+from pytest_minix.measure.registry import METRICS, MetricContext, metric_units
 from pytest_minix.paths import claims_dir
 from pytest_minix.verdicts.claims import load_claims
 from pytest_minix.verdicts.verdict import decide

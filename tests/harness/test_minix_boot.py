@@ -57,6 +57,7 @@ def check_modules(lines: list[str], kernel: Path) -> list[Path]:
     return mods
 
 
+@pytest.mark.qemu
 def test_release_cd_boots_kernel_and_modules_by_multiboot(tmp_path, http_server, stub_iso, monkeypatch):
     url = http_server.add("/minix_R9.9.9.iso.bz2", bz2.compress(stub_iso.read_bytes()))
     manifest = tmp_path / "releases.toml"
@@ -87,6 +88,7 @@ def test_release_cd_boots_kernel_and_modules_by_multiboot(tmp_path, http_server,
     assert len(http_server.requests("/minix_R9.9.9.iso.bz2")) == 1
 
 
+@pytest.mark.qemu
 def test_the_machine_has_every_device_the_guest_profile_needs(tmp_path, stub_iso):
     """MINIX prints nothing at all without a display adapter: -nodefaults must not remove it.
 
@@ -122,6 +124,7 @@ def test_a_qemu_without_a_needed_device_is_refused_with_the_fix(tmp_path, stub_i
         pool.close()
 
 
+@pytest.mark.qemu
 def test_users_disk_image_boots_rootdev_c0d0p0_and_is_never_written(tmp_path, stub_iso):
     boot_dir = tmp_path / "boot"  # kernel and modules as a user copies them out of /boot/minix_default
     extract_boot(stub_iso, boot_dir)
@@ -143,6 +146,7 @@ def test_users_disk_image_boots_rootdev_c0d0p0_and_is_never_written(tmp_path, st
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
 
 
+@pytest.mark.qemu
 def test_a_guest_that_never_prompts_fails_with_its_serial_log(pytester: pytest.Pytester, stub_iso: Path) -> None:
     """The stub never says `login:`: the session errors (not skips) with BootTimeout and the log path."""
     pytester.makepyfile(test_inner="def test_x(guest):\n    pass\n")
@@ -177,6 +181,7 @@ def test_network_is_off_unless_asked_and_then_minix_gets_an_e1000(tmp_path, stub
             pool.close()
 
 
+@pytest.mark.qemu
 def test_a_guest_that_is_not_what_the_profile_says_is_refused(tmp_path):
     """A Linux passed off as MINIX: login works, but `uname -s` gives it away and the boot fails."""
     from dataclasses import replace
@@ -193,12 +198,13 @@ def test_a_guest_that_is_not_what_the_profile_says_is_refused(tmp_path):
         pool.close()
 
 
+@pytest.mark.qemu
 def test_kernel_timing_boots_use_cttyline_and_measure_from_the_firmware(tmp_path, stub_iso):
     """MINIX's kernel_init method, run for real on the stub kernel: the profile's banner marker is swapped
     for the stub's first line, everything else (cttyline boot args, SeaBIOS debugcon, timing) is as for MINIX."""
     from dataclasses import replace
 
-    from pytest_minix.measure.metrics import METRICS, MetricContext
+    from pytest_minix.measure.registry import METRICS, MetricContext
     from pytest_minix.profiles import Marker
 
     pool = pool_for(tmp_path, MinixSource(image=stub_iso))

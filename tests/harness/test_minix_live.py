@@ -25,8 +25,8 @@ from pytest_minix.errors import BootStalled, BootTimeout
 from pytest_minix.guest.pool import HarnessConfig, VMOptions, VMPool
 from pytest_minix.guest.shell import parse_od
 from pytest_minix.measure.memory import trial_outcome
-from pytest_minix.measure.metrics import METRICS, MetricContext
 from pytest_minix.measure.minix import PROBE, device_state
+from pytest_minix.measure.registry import METRICS, MetricContext
 from pytest_minix.media.minix import MinixSource
 
 DISK = os.environ.get("PYTEST_MINIX_LIVE_DISK")
@@ -38,6 +38,7 @@ HOW = (
 )
 needs_disk = pytest.mark.skipif(not (DISK and BOOT_DIR), reason=f"no live MINIX disk configured: {HOW}")
 needs_iso = pytest.mark.skipif(not ISO, reason=f"no live MINIX CD configured: {HOW}")
+pytestmark = pytest.mark.qemu  # every test boots MINIX (its own pools)
 
 
 def _pool(tmp: Path, src: MinixSource) -> VMPool:

@@ -55,6 +55,7 @@ def run_qemu(args: list[str], serial: Path, timeout: float = 20.0) -> str:
     return out
 
 
+@pytest.mark.qemu
 @pytest.mark.skipif(QEMU is None, reason="qemu-system-i386 not installed (apt-get install qemu-system-x86)")
 def test_extracted_boot_set_boots_under_qemu(tmp_path: Path) -> None:
     # Distinct sizes, some not multiples of a page or sector, so a swapped or cut module shows.

@@ -52,6 +52,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+@pytest.mark.qemu
 def test_shards_per_arch_merge_into_one_report(project: pytest.Pytester) -> None:
     """What a CI matrix does: one job per arch (or host), each writing its report; a last job merges them."""
     for arch in ("i386", "arm"):
@@ -96,6 +97,7 @@ def test_merge_rejects_something_that_is_not_a_report(project: pytest.Pytester) 
     assert res.returncode == 2 and "not a pytest-minix claims report" in res.stderr
 
 
+@pytest.mark.qemu
 def test_execnet_gateways_distribute_the_suite(project: pytest.Pytester) -> None:
     """`-d --tx ...`: each gateway is a worker with its own VMs; verdicts come back to one report.
 

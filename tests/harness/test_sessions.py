@@ -24,6 +24,7 @@ def test_boots(vm_pool):
 """
 
 
+@pytest.mark.qemu
 @pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
@@ -40,6 +41,7 @@ def test_accel_auto_uses_kvm_or_falls_back_with_reason(pytester: pytest.Pytester
         assert (static or "KVM") in out
 
 
+@pytest.mark.qemu
 @pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_a_kvm_failure_is_remembered_so_the_next_session_boots_once(pytester: pytest.Pytester) -> None:
     """Under --accel=auto a host whose KVM fails pays the failed KVM boot once, not once per session."""
@@ -75,6 +77,7 @@ def test_kvm_memory_is_keyed_by_qemu_binary_and_arch(tmp_path) -> None:
     assert memory.recall("/usr/bin/qemu-system-i386", "i386") is None  # a corrupt record is no record
 
 
+@pytest.mark.qemu
 @pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_accel_kvm_fails_with_reason_where_kvm_is_broken(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
@@ -88,6 +91,7 @@ def test_accel_kvm_fails_with_reason_where_kvm_is_broken(pytester: pytest.Pytest
     assert "--accel=auto" in out and "--accel=tcg" in out
 
 
+@pytest.mark.qemu
 @pytest.mark.usefixtures("fault_trial", "no_leaks")  # a row of the fault matrix
 def test_guest_without_prompt_fails_within_boot_timeout(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_inner=INNER)
@@ -121,6 +125,7 @@ def test_missing_qemu_names_the_package(pytester: pytest.Pytester) -> None:
     assert "apt-get install qemu-system-x86 qemu-utils" in out and "--qemu-i386" in out
 
 
+@pytest.mark.qemu
 def test_html_report_carries_serial_log_and_timeline(pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_html")
     pytest.importorskip("matplotlib")

@@ -1,8 +1,10 @@
-"""Fresh state without a reboot: ``fresh_guest`` restores the VM saved right after boot."""
+"""Fresh state without a reboot: ``fresh_guest`` restores the VM saved right after boot.
+
+Each test changes the guest and then restores it as the next test's ``fresh_guest`` would
+(``vm_pool.fresh``), so that it checks the restore itself, alone, in any order and under xdist.
+"""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -12,33 +14,42 @@ MARK = "/tmp/pm-fresh-mark"
 DISK_MARK = "/mnt/disk/pm-fresh-mark"  # the reference guest's ext2 disk: disk state is restored too
 
 
-def test_a_first_test_writes_files_and_changes_the_shell(fresh_guest: VM) -> None:
-    pid = fresh_guest.machine.pid
-    fresh_guest.shell.run(f"echo dirty > {MARK} && cd /tmp && export PM_DIRTY=1").check()
-    if fresh_guest.profile.name == "reference":
-        fresh_guest.shell.run(f"echo dirty > {DISK_MARK} && sync").check()
-    assert fresh_guest.shell.run(f"cat {MARK}").stdout == "dirty\n"
-    assert fresh_guest.machine.pid == pid
+# Whether the mark file exists (1: no), the shell's cwd, and whether PM_DIRTY is set.
+PROBE = f"test -e {MARK}; echo $?; pwd; echo ${{PM_DIRTY:-clean}}"
 
 
-def test_the_next_test_sees_none_of_it(fresh_guest: VM) -> None:
-    r = fresh_guest.shell.run(f"test -e {MARK}; echo $?; pwd; echo ${{PM_DIRTY:-clean}}")
-    assert r.stdout.split() == ["1", r.stdout.split()[1], "clean"]
-    assert r.stdout.split()[1] != "/tmp"
-    if fresh_guest.profile.name == "reference":
-        assert fresh_guest.shell.run(f"test -e {DISK_MARK}").status == 1
+def test_files_cwd_and_environment_are_gone_after_a_restore(fresh_guest: VM, vm_pool) -> None:
+    vm = fresh_guest
+    pid, boots = vm.machine.pid, len(vm_pool.boots)
+    reference = vm.profile.name == "reference"
+    # The state as the snapshot holds it, seen before anything changes: no mark, PM_DIRTY unset.
+    clean = vm.shell.run(PROBE).check().stdout.split()
+    assert clean[0] == "1" and clean[2] == "clean", clean
+    if reference:
+        assert vm.shell.run(f"test -e {DISK_MARK}").status == 1
+    away = "/tmp" if clean[1] != "/tmp" else "/"  # a cwd the snapshot does not have
+    vm.shell.run(f"echo dirty > {MARK} && cd {away} && export PM_DIRTY=1").check()
+    if reference:
+        vm.shell.run(f"echo dirty > {DISK_MARK} && sync").check()
+    assert vm.shell.run(PROBE).stdout.split() == ["0", away, "1"]
+    # What the next test's fresh_guest does: the same VM, restored, not rebooted.
+    assert vm_pool.fresh(vm.arch) is vm
+    assert vm.shell.run(PROBE).stdout.split() == clean
+    if reference:
+        assert vm.shell.run(f"test -e {DISK_MARK}").status == 1
+    assert vm.machine.pid == pid and len(vm_pool.boots) == boots
 
 
-def test_a_test_that_kills_the_shell(fresh_guest: VM) -> None:
+def test_restore_brings_a_killed_shell_back_without_a_reboot(fresh_guest: VM, vm_pool) -> None:
+    vm = fresh_guest
+    pid, boots = vm.machine.pid, len(vm_pool.boots)
     # The login shell dies: a plain `guest` would be marked broken and rebooted.
-    fresh_guest.console.write("kill -9 $$\r")
-    time.sleep(1.0)
-
-
-def test_restore_brings_the_shell_back_without_a_reboot(fresh_guest: VM, vm_pool) -> None:
-    boots = len(vm_pool.boots)
-    assert fresh_guest.shell.run("echo alive").stdout == "alive\n"
-    assert len(vm_pool.boots) == boots  # no new boot was needed
+    vm.console.write("kill -9 $$\r")
+    vm.console.expect(vm.profile.login.prompt, 60, what="getty's login prompt after the shell died")
+    assert vm_pool.fresh(vm.arch) is vm
+    assert vm.broken is None
+    assert vm.shell.run("echo alive").stdout == "alive\n"
+    assert vm.machine.pid == pid and len(vm_pool.boots) == boots  # no new boot was needed
 
 
 def test_restore_is_much_faster_than_a_boot(fresh_guest: VM) -> None:

@@ -23,7 +23,7 @@ from pytest_minix.measure.guest_timing import (
     per_op,
     us_to_cycles,
 )
-from pytest_minix.measure.metrics import METRICS
+from pytest_minix.measure.registry import METRICS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reference" / "syscalls"
 
