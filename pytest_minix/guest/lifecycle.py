@@ -102,7 +102,7 @@ class Lifecycle:
         return None
 
     def exit_reason(self) -> str | None:
-        """Why QEMU or the guest went away, or None while it runs (for the console's ``alive`` checks)."""
+        """Why QEMU or the guest went away, or None while it runs (the console's ``exited`` check)."""
         return self._exited()
 
     def to(self, new: State, reason: str = "") -> None:

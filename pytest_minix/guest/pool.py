@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -14,6 +14,7 @@ from pytest_minix.errors import ConfigError, GuestUnavailable, HarnessError, VME
 from pytest_minix.guest.vm import VM
 from pytest_minix.media.bootmedia import BootMedia
 from pytest_minix.media.minix import MinixSource
+from pytest_minix.media.providers import PROVIDERS
 from pytest_minix.profiles import GuestProfile, load_profile
 from pytest_minix.qemu.accel import KVM_FAILURE_SIGNS, AccelChooser, KvmMemory
 from pytest_minix.qemu.binary import check_devices, find_qemu, qemu_machines
@@ -21,37 +22,7 @@ from pytest_minix.qemu.console import Line
 from pytest_minix.qemu.machine import Machine, MachineSpec
 from pytest_minix.qemu.statedir import StateDir
 
-# Where a guest's boot files come from: profile "artifacts" name -> provider(arch, config).
-Provider = Callable[[str, "HarnessConfig"], BootMedia]
-
-
-@functools.cache
-def _reference_media(arch: str) -> BootMedia:
-    # Cached per process: verifying the artifacts' hashes costs ~20 ms per boot.
-    from pytest_minix.media.images import sha256_file
-    from pytest_minix.media.reference import ensure_reference
-
-    art = ensure_reference(arch)
-    # The manifest pins kernel, initrd and disk by SHA-256: its own hash stands for all three.
-    return BootMedia(
-        files={"kernel": art.kernel, "initrd": art.initrd},
-        disks={"disk": art.disk},
-        description=f"reference guest, Linux {art.kernel_version}",
-        image_sha256=sha256_file(art.manifest),
-    )
-
-
-def _reference_provider(arch: str, config: HarnessConfig) -> BootMedia:
-    return _reference_media(arch)
-
-
-def _minix_provider(arch: str, config: HarnessConfig) -> BootMedia:
-    from pytest_minix.media.minix import minix_media
-
-    return minix_media(arch, config.minix, config.notify)
-
-
-PROVIDERS: dict[str, Provider] = {"reference": _reference_provider, "minix": _minix_provider}
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,7 +115,7 @@ class VMPool:
                 f"Guest {self.profile.name!r} names unknown artifacts {self.profile.artifacts!r}; "
                 f"known: {', '.join(sorted(PROVIDERS))}."
             )
-        return provider(arch, self.config)
+        return provider(arch, self.config.minix, self.config.notify)
 
     def get(self, arch: str) -> VM:
         """The arch's shared VM, booting (or rebooting a broken one) as needed."""
@@ -232,6 +203,7 @@ class VMPool:
 
     def _start(self, spec: MachineSpec, options: VMOptions) -> VM:
         vm = self.create(spec)
+        log.debug("booting %s (%s, accel %s, %d MiB)", vm.machine.name, spec.arch, spec.accel, spec.memory)
         timeout = options.boot_timeout or self.config.boot_timeout or self.profile.boot_timeout
         first = options.first_output_timeout or self.profile.first_output_timeout
         stall = options.stall_timeout or self.profile.boot_stall_timeout

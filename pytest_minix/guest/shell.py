@@ -125,29 +125,26 @@ class Shell:
         """Why this shell (its VM) can no longer be used, or None."""
         return self.life.broken
 
-    def _alive_reason(self) -> str | None:
-        return self.life.exit_reason()
-
     # -- login ------------------------------------------------------------
     def login(self, timeout: float = 30.0) -> float:
         """Log in at the login prompt already on screen; return the time the prompt appeared."""
         lg = self.profile.login
         self.console.write(lg.user + "\r")
         if lg.password:
-            self.console.expect(lg.password_prompt, timeout, what="the password prompt", alive=self._alive_reason)
+            self.console.expect(lg.password_prompt, timeout, what="the password prompt", exited=self.life.exit_reason)
             self.console.write(lg.password + "\r")
         self.console.expect(
             lg.shell_prompt,
             timeout,
             what="the shell prompt after login",
-            alive=self._alive_reason,
+            exited=self.life.exit_reason,
             fail_on=[lg.prompt],
         )
         setup, functions = setup_lines(self.profile)
         self.console.write(setup + "\r")
-        m = self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", alive=self._alive_reason)
+        m = self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", exited=self.life.exit_reason)
         self.console.write(functions + "\r")
-        self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", alive=self._alive_reason)
+        self.console.expect(re.escape(PS1) + "$", timeout, what="the harness prompt", exited=self.life.exit_reason)
         return m.t
 
     # -- commands ---------------------------------------------------------
@@ -206,21 +203,23 @@ class Shell:
         n = next(self._ids)
         self.console.write(self._frame(cmd, n, tty_stdin))
         try:
-            self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", alive=self._alive_reason)
+            self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", exited=self.life.exit_reason)
             rest = max(0.5, timeout - (time.monotonic() - start))
             end = f"\x1eR{n} (\\d+)\r?\n"
             rm = self.console.expect(
                 [end, re.escape(PS1) + r"\Z", f"(?:{self.profile.login.prompt.pattern})\\Z"],
                 rest,
                 what=f"the end of {cmd!r}",
-                alive=self._alive_reason,
+                exited=self.life.exit_reason,
                 fail_on=self.profile.panic_patterns,
             )
             if rm.index == 1:
                 return self._abandoned(cmd, rm.before, start, timeout)
             if rm.index == 2:
                 rm = self._login_prompt(cmd, rm, end)
-            em = self.console.expect(f"\x1eZ{n}\r?\n", 10.0, what="the stderr of the command", alive=self._alive_reason)
+            em = self.console.expect(
+                f"\x1eZ{n}\r?\n", 10.0, what="the stderr of the command", exited=self.life.exit_reason
+            )
         except TimeoutError as exc:
             self._recover(n)
             raise CommandTimeout(
@@ -249,7 +248,7 @@ class Shell:
         printed something that looks like a prompt: then its marker follows within moments.
         """
         try:
-            rest = self.console.expect(end, self.LOGIN_GRACE, what=f"the end of {cmd!r}", alive=self._alive_reason)
+            rest = self.console.expect(end, self.LOGIN_GRACE, what=f"the end of {cmd!r}", exited=self.life.exit_reason)
         except TimeoutError:
             self.life.fail("a command ended the login shell")
             raise VMError(
@@ -270,7 +269,7 @@ class Shell:
         # Saved unframed first: the next framed command's own `2>` would truncate the file.
         n = next(self._ids)
         self.console.write(f"cp {ERR_FILE} {ERR_FILE}.a 2>/dev/null; printf '\\036A{n}\\n'\n")
-        self.console.expect(f"\x1eA{n}\r?\n", max(5.0, timeout), what="the saved stderr", alive=self._alive_reason)
+        self.console.expect(f"\x1eA{n}\r?\n", max(5.0, timeout), what="the saved stderr", exited=self.life.exit_reason)
         err = self.run(f"cat {ERR_FILE}.a 2>/dev/null; rm -f {ERR_FILE}.a", timeout=max(5.0, timeout)).stdout
         return Result(cmd, ABANDONED_STATUS, self._clean(before), self._clean(err), time.monotonic() - start)
 
@@ -280,7 +279,7 @@ class Shell:
             self.console.write("\x03")
             time.sleep(0.2)
             self.console.write(f"\nprintf '\\036Y{n}\\n'\n")
-            self.console.expect(f"\x1eY{n}\r?\n", 10.0, what="resynchronisation", alive=self._alive_reason)
+            self.console.expect(f"\x1eY{n}\r?\n", 10.0, what="resynchronisation", exited=self.life.exit_reason)
         except (TimeoutError, VMError) as exc:
             self.life.fail(f"no answer after interrupting a timed-out command ({str(exc).splitlines()[0]})")
 

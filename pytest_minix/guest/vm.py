@@ -78,9 +78,6 @@ class VM:
     def mark_broken(self, reason: str) -> None:
         self.life.fail(reason)
 
-    def _alive_reason(self) -> str | None:
-        return self.life.exit_reason()
-
     def launch(self) -> None:
         """Start QEMU and let the guest run, without waiting for anything (BOOTING).
 
@@ -117,7 +114,7 @@ class VM:
         first = min(first_output_timeout, boot_timeout)
         try:
             # A boot that prints nothing at all fails fast instead of waiting out the boot timeout.
-            self.console.expect(".", first, what="any console output", alive=self._alive_reason)
+            self.console.expect(".", first, what="any console output", exited=self.life.exit_reason)
         except TimeoutError:
             raise BootTimeout(
                 f"The {p.name} guest ({self.arch}, accel {self.accel}) printed nothing on its serial console "
@@ -132,7 +129,7 @@ class VM:
                 max(remaining, 1.0),
                 what="the login prompt",
                 fail_on=p.panic_patterns,
-                alive=self._alive_reason,
+                exited=self.life.exit_reason,
                 idle=stall_timeout,
             )
         except ConsoleStalled as exc:

@@ -166,7 +166,7 @@ def _kernel_banner(ctx: MetricContext, m: Metric, *, relative_to_firmware: bool)
         spec = ctx.pool.spec(ctx.arch, VMOptions(boot_args="cttyline=0 cttybaud=115200"))
         with ctx.pool.create(spec) as vm:  # launched without a login: cttyline=0 silences everything after the banner
             vm.launch()
-            seen = vm.console.expect(banner.regex, 120, what="the MINIX kernel banner", alive=vm.life.exit_reason)
+            seen = vm.console.expect(banner.regex, 120, what="the MINIX kernel banner", exited=vm.life.exit_reason)
             t = seen.t
             if relative_to_firmware:
                 dbg = vm.machine.debugcon

@@ -21,9 +21,12 @@ from pytest_minix.guest.pool import VMPool
 from pytest_minix.measure.measurement import Measurement
 from pytest_minix.measure.registry import METRICS, harness_version, metric_units
 from pytest_minix.paths import claims_dir
+from pytest_minix.plugin.media import need_media
 from pytest_minix.plugin.options import harness_config
+from pytest_minix.plugin.progress import Progress
 from pytest_minix.verdicts.claims import Claim, ClaimsError, load_claims, select_claims
 from pytest_minix.verdicts.evaluate import Evaluator
+from pytest_minix.verdicts.report import ClaimsReport, verdict_record
 from pytest_minix.verdicts.verdict import Verdict
 
 VERDICT_PROPERTY = "pytest_minix_verdict"
@@ -202,7 +205,6 @@ def claim(request: pytest.FixtureRequest) -> ClaimCase:
 @pytest.fixture
 def claim_verdict(request: pytest.FixtureRequest, claim: ClaimCase, vm_pool: VMPool) -> Verdict:
     """Measure the claim's metric on its arch (once per session per metric) and decide the claim."""
-    from pytest_minix.plugin.media import need_media
 
     session = request.config.stash[_SESSION]
     need_media(request, vm_pool, claim.arch)
@@ -215,7 +217,6 @@ def claim_verdict(request: pytest.FixtureRequest, claim: ClaimCase, vm_pool: VMP
 @pytest.fixture
 def minix_measure(request: pytest.FixtureRequest, vm_pool: VMPool) -> Any:
     """``minix_measure(metric_id, arch)``: a session-cached Measurement; skips if the guest is unavailable."""
-    from pytest_minix.plugin.media import need_media
 
     session = request.config.stash[_SESSION]
 
@@ -237,7 +238,6 @@ def measure(
 
 
 def _progress(request: pytest.FixtureRequest) -> Any:
-    from pytest_minix.plugin.progress import Progress
 
     return Progress.for_config(request.config)
 
@@ -260,7 +260,6 @@ def enforce(verdict: Verdict, strict: bool = False) -> None:
 
 def verdict_properties(verdict: Verdict, arch: str) -> list[tuple[str, object]]:
     """JUnit properties: a few flat ones for CI gates, and the whole record as JSON."""
-    from pytest_minix.verdicts.report import verdict_record
 
     record = verdict_record(verdict)
     record["arch"] = arch
@@ -338,7 +337,6 @@ class ReportCollector:
                 s.harness_errors.append(str(value))
 
     def report(self) -> Any:
-        from pytest_minix.verdicts.report import ClaimsReport
 
         s = self.session
         meta = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -106,6 +107,9 @@ class KvmMemory:
             self._update(qemu, arch, None)
 
 
+log = logging.getLogger(__name__)
+
+
 class AccelChooser:
     """Resolves ``--accel`` per arch; remembers a KVM failure for the rest of the session."""
 
@@ -147,6 +151,7 @@ class AccelChooser:
 
     def _note(self, arch: str, reason: str) -> None:
         self._broken[arch] = reason
+        log.info("KVM unusable for %s (%s); using TCG", arch, reason)
         if self.requested == "auto":
             warnings.warn(KvmFallbackWarning(f"KVM unusable for {arch}, falling back to TCG: {reason}"), stacklevel=3)
 

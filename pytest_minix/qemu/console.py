@@ -195,8 +195,11 @@ class Console:
         )
 
     # -- connection -------------------------------------------------------
-    def connect(self, timeout: float = 10.0, alive: Callable[[], bool] | None = None) -> None:
-        """Connect to QEMU's listening chardev socket and start the reader thread."""
+    def connect(self, timeout: float = 10.0, exited: Callable[[], str | None] | None = None) -> None:
+        """Connect to QEMU's listening chardev socket and start the reader thread.
+
+        ``exited`` says why QEMU is gone (None while it runs), as for :meth:`expect`.
+        """
         deadline = time.monotonic() + timeout
         while True:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -205,8 +208,9 @@ class Console:
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 s.close()
-                if alive is not None and not alive():
-                    raise VMError("QEMU exited before its console socket was ready.", self.log_path) from None
+                gone = exited() if exited is not None else None
+                if gone:
+                    raise VMError(f"{gone}; its console socket never became ready.", self.log_path) from None
                 if time.monotonic() > deadline:
                     raise VMError(f"QEMU's console socket {self.sock_path} never appeared.", self.log_path) from None
                 time.sleep(0.01)
@@ -359,13 +363,13 @@ class Console:
         *,
         fail_on: Iterable[Pattern] = (),
         what: str = "",
-        alive: Callable[[], str | None] | None = None,
+        exited: Callable[[], str | None] | None = None,
         idle: float | None = None,
     ) -> Match:
         """Wait until one of ``patterns`` appears in the unconsumed console text.
 
         On a match, text up to its end is consumed. A ``fail_on`` match raises
-        GuestPanic at once; ``alive`` returning a reason (QEMU exited, VM stopped)
+        GuestPanic at once; ``exited`` returning a reason (QEMU exited, VM stopped)
         raises VMError; the timeout raises TimeoutError with the last lines, and so
         does ``idle`` seconds without a byte from the guest (as ConsoleStalled).
         """
@@ -409,8 +413,8 @@ class Console:
                         f"Last console lines:\n{self.tail()}\n",
                         self.log_path,
                     )
-                if alive is not None:
-                    reason = alive()
+                if exited is not None:
+                    reason = exited()
                     if reason:
                         raise VMError(
                             f"{reason} while waiting for {what or [p.pattern for p in pats]}. "
@@ -433,7 +437,7 @@ class Console:
                         f"Last console lines:\n{self.tail()}\n"
                     )
                 # Wake at least every 0.2 s so a dead QEMU (or a stall) is noticed while waiting.
-                self._cond.wait(min(remaining, 0.2) if alive or idle else remaining)
+                self._cond.wait(min(remaining, 0.2) if exited or idle else remaining)
 
     # -- writing ----------------------------------------------------------
     def write(self, data: str | bytes) -> None:

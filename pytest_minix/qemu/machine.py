@@ -183,9 +183,9 @@ class Machine:
             self.serial_log,
         )
         try:
-            self.console.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
+            self.console.connect(exited=self.exit_reason)
             if self.debugcon is not None:
-                self.debugcon.connect(alive=lambda: self.proc is not None and self.proc.poll() is None)
+                self.debugcon.connect(exited=self.exit_reason)
             self.qmp.connect()
         except Exception as exc:  # noqa: BLE001 - any failure here means QEMU did not start
             reason = self.exit_reason() or str(exc)

@@ -172,3 +172,17 @@ def test_shipped_data_folders_do_not_collide_with_modules() -> None:
         target = PACKAGE / rel
         assert not target.with_suffix(".py").exists(), f"{dest} would collide with the module {target}.py"
         assert not (target / "__init__.py").exists(), f"{dest} would collide with the package {target}"
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """What one module uses of another is public: a ``_name`` imported across modules is a hidden dependency."""
+    found = []
+    for path in sources():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pytest_minix"):
+                found += [
+                    f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not found, "\n".join(found)
