@@ -73,6 +73,8 @@ class Login:
     password: str
     password_prompt: re.Pattern[str]
     shell_prompt: re.Pattern[str]
+    # Console lines that show the login shell has ended before getty's next prompt appears.
+    ended: tuple[re.Pattern[str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,13 @@ def _regex(path: Path, key: str, text: Any) -> re.Pattern[str]:
         raise ConfigError(f"{path}: {key} is not a valid regex ({exc}): {text!r}.") from None
 
 
+def _regexes(path: Path, key: str, value: Any) -> tuple[re.Pattern[str], ...]:
+    """A list of regexes (``panic_patterns = ['...', '...']``); a bare string is refused, not split into letters."""
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{path}: {key} must be a list of string regexes, e.g. {key.split('.')[-1]} = ['^panic: '].")
+    return tuple(_regex(path, f"{key}[{i}]", p) for i, p in enumerate(value))
+
+
 TOP_KEYS = {
     "name",
     "description",
@@ -149,7 +158,7 @@ TOP_KEYS = {
     "arch",
     "boot_stall_timeout",
 }
-LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt"}
+LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt", "ended"}
 SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max"}
 ARCH_KEYS = {
     "qemu",
@@ -251,13 +260,14 @@ def parse_profile(path: Path) -> GuestProfile:
             password=login.get("password", ""),
             password_prompt=_regex(path, "login.password_prompt", login.get("password_prompt", "Password: ?$")),
             shell_prompt=_regex(path, "login.shell_prompt", need(login, "shell_prompt", "login.")),
+            ended=_regexes(path, "login.ended", login.get("ended", [])),
         ),
         shell_setup=shell.get("setup", "stty -echo"),
         uname_s=shell.get("uname_s", ""),
         checksum=_checksum(path, shell.get("checksum", "cksum")),
         input_max=int(shell.get("input_max", 200)),
-        panic_patterns=tuple(_regex(path, "panic_patterns", p) for p in data.get("panic_patterns", ())),
-        noise_patterns=tuple(_regex(path, "noise_patterns", p) for p in data.get("noise_patterns", ())),
+        panic_patterns=_regexes(path, "panic_patterns", data.get("panic_patterns", [])),
+        noise_patterns=_regexes(path, "noise_patterns", data.get("noise_patterns", [])),
         markers=tuple(
             Marker(need(m, "name", "markers."), _regex(path, "markers.regex", need(m, "regex", "markers.")))
             for m in data.get("markers", ())

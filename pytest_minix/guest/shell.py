@@ -206,8 +206,9 @@ class Shell:
             self.console.expect(f"\x1eS{n}\r?\n", timeout, what=f"the start of {cmd!r}", exited=self.life.exit_reason)
             rest = max(0.5, timeout - (time.monotonic() - start))
             end = f"\x1eR{n} (\\d+)\r?\n"
+            login = self.profile.login
             rm = self.console.expect(
-                [end, re.escape(PS1) + r"\Z", f"(?:{self.profile.login.prompt.pattern})\\Z"],
+                [end, re.escape(PS1) + r"\Z", f"(?:{login.prompt.pattern})\\Z", *login.ended],
                 rest,
                 what=f"the end of {cmd!r}",
                 exited=self.life.exit_reason,
@@ -215,7 +216,7 @@ class Shell:
             )
             if rm.index == 1:
                 return self._abandoned(cmd, rm.before, start, timeout)
-            if rm.index == 2:
+            if rm.index >= 2:
                 rm = self._login_prompt(cmd, rm, end)
             em = self.console.expect(
                 f"\x1eZ{n}\r?\n", 10.0, what="the stderr of the command", exited=self.life.exit_reason
@@ -241,7 +242,7 @@ class Shell:
         )
 
     def _login_prompt(self, cmd: str, seen: Match, end: str) -> Match:
-        """The guest's login prompt showed up where the command's end was expected.
+        """The login prompt (or a profile's ``login.ended`` line) showed up where the command's end was expected.
 
         Either the command ended the login shell (``exit``, ``exec``, ``logout``): the status
         marker never comes, and waiting out the timeout would only hide why; or the command
@@ -252,8 +253,8 @@ class Shell:
         except TimeoutError:
             self.life.fail("a command ended the login shell")
             raise VMError(
-                f"Command {cmd!r} ended the guest's login shell (exit, exec or logout): the guest shows its "
-                f"login prompt again and the command's status never came. The VM is marked broken; the pool "
+                f"Command {cmd!r} ended the guest's login shell (exit, exec or logout): the guest shows "
+                f"{seen.text.strip()!r} and the command's status never came. The VM is marked broken; the pool "
                 f"boots a fresh one for the next test. To return a status, run it in a subshell: ( {cmd} ).",
                 self.console.log_path,
             ) from None

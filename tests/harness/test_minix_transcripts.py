@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_minix.errors import GuestPanic
+from pytest_minix.errors import GuestPanic, VMError
 from pytest_minix.guest.shell import FUNCTIONS, PS1, Shell
 from pytest_minix.guest.timeline import Timeline
 from pytest_minix.paths import vm_dir
@@ -381,3 +381,36 @@ def test_login_survives_system_output_interleaved_with_it(replay: Replayer, prof
     peer.finish()
     assert con.tail(1).endswith(PS1)
     assert sum(ln.text == "e1000(-3): panic: Crash!" for ln in con.lines()) == 2  # seen, and not taken as fatal
+
+
+def test_a_command_that_ends_the_login_shell_is_noticed_by_inits_getty_line(
+    replay: Replayer, profile: GuestProfile
+) -> None:
+    """`exit` soon after boot: MINIX's init holds getty back 30 s and says so at once (recorded on the live
+    MINIX, tests/fixtures/minix/live/exit-login-shell.bin); that line, not the late `login: `, fails the command."""
+    boot, rest = split_after(transcript("boot-login-commands"), b"login: ")
+    after_login, _ = split_after(rest, b"minix# ")
+    recorded = (FIXTURES / "live" / "exit-login-shell.bin").read_bytes()
+    assert recorded.startswith(b"\x1eS2\r\n") and b"init: getty repeating too quickly" in recorded
+    steps: list[Step] = [
+        *boot,
+        Await(rb"root\r"),
+        *after_login,
+        Await(rb"[^\r]*PS1=[^\r]*\r", echo=True),
+        Send(after_login[-1].t, PS1.encode()),
+        Await(rb"_pmS\(\)[^\r]*\r"),
+        Send(0.0, PS1.encode()),
+        Await(rb"_pmR 1\n"),
+        Send(0.0, recorded.replace(b"\x1eS2", b"\x1eS1", 1)),  # the shell is gone; getty comes 30 s later
+    ]
+    con, peer = replay(steps, 0.0)
+    con.expect(profile.login.prompt, 10, fail_on=profile.panic_patterns, what="the login prompt")
+    shell = Shell(con, profile)
+    shell.login(timeout=10)
+    start = time.monotonic()
+    with pytest.raises(VMError, match="ended the guest's login shell") as exc:
+        shell.run("exit 3", timeout=60)
+    assert time.monotonic() - start < Shell.LOGIN_GRACE + 3
+    assert "init: getty repeating too quickly" in str(exc.value)
+    assert "ended the guest's login shell" in (shell.broken or "")
+    peer.finish()

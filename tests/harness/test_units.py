@@ -60,6 +60,18 @@ def test_malformed_profile_names_file_and_key(tmp_path: Path) -> None:
     bad.write_text("boot_stall_timeout = 30\n" + good + 'devices = ["VGA"]\n')
     p = parse_profile(bad)
     assert (p.boot_stall_timeout, p.arch("i386").devices) == (30.0, ("VGA",))
+    # A string where a list of regexes belongs would be split into one-letter patterns.
+    bad.write_text('panic_patterns = "oops"\n' + good)
+    with pytest.raises(ConfigError, match=r"panic_patterns must be a list of string regexes"):
+        parse_profile(bad)
+    bad.write_text(good.replace('shell_prompt="#"\n', 'shell_prompt="#"\nended="init: getty"\n'))
+    with pytest.raises(ConfigError, match=r"login\.ended must be a list of string regexes"):
+        parse_profile(bad)
+    bad.write_text(good.replace('shell_prompt="#"\n', 'shell_prompt="#"\nended=["init: getty", "("]\n'))
+    with pytest.raises(ConfigError, match=r"login\.ended\[1\] is not a valid regex"):
+        parse_profile(bad)
+    bad.write_text(good.replace('shell_prompt="#"\n', 'shell_prompt="#"\nended=["init: getty"]\n'))
+    assert [e.pattern for e in parse_profile(bad).login.ended] == ["init: getty"]
 
 
 def test_timeline_first_match_per_marker_in_time_order() -> None:
