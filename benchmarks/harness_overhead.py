@@ -24,7 +24,7 @@ shared machine hits every variant alike:
 
 Usage: ``PYTEST_MINIX_CACHE=... python benchmarks/harness_overhead.py --arch i386 --rounds 5``;
 ``--smoke`` makes a minimal run (CI checks that the script still works with it).
-``--guest minix --minix-image IMG --minix-boot-dir DIR`` runs the same on a MINIX disk image
+``--minix-guest minix --minix-image IMG --minix-boot-dir DIR`` runs the same on a MINIX disk image
 (i386): the bare variant then also types the harness's shell set-up line after login.
 """
 
@@ -809,12 +809,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--arch", choices=("i386", "arm"), default="i386")
     ap.add_argument(
-        "--guest",
+        "--minix-guest",
+        dest="guest",
         choices=GUESTS,
         default="reference",
         help="guest to boot (default reference); minix needs --minix-image and --minix-boot-dir, i386 only",
     )
-    ap.add_argument("--minix-image", type=Path, help="MINIX raw or qcow2 disk image (--guest minix; never written)")
+    ap.add_argument(
+        "--minix-image", type=Path, help="MINIX raw or qcow2 disk image (--minix-guest minix; never written)"
+    )
     ap.add_argument("--minix-boot-dir", type=Path, help="kernel and mod01_ds ... modNN files for --minix-image")
     ap.add_argument(
         "--smoke",
@@ -845,12 +848,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     minix = MinixSource()
     if args.guest == "minix":
         if args.minix_image is None or args.minix_boot_dir is None:
-            ap.error("--guest minix needs --minix-image PATH and --minix-boot-dir DIR")
+            ap.error("--minix-guest minix needs --minix-image PATH and --minix-boot-dir DIR")
         if args.arch != "i386":
-            ap.error("--guest minix runs on --arch i386 only (MINIX/arm needs qemu-linaro)")
+            ap.error("--minix-guest minix runs on --arch i386 only (MINIX/arm needs qemu-linaro)")
         minix = MinixSource(image=args.minix_image.resolve(), boot_dir=args.minix_boot_dir.resolve())
     elif args.minix_image is not None or args.minix_boot_dir is not None:
-        ap.error("--minix-image and --minix-boot-dir go with --guest minix")
+        ap.error("--minix-image and --minix-boot-dir go with --minix-guest minix")
     for name, default in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, SMOKE[name] if args.smoke else default)

@@ -371,9 +371,9 @@ def cmd_xdist(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> dict
         "-m",
         "pytest",
         *tests,
-        f"--guest={GUEST}",
+        f"--minix-guest={GUEST}",
         f"--arch={args.arch}",
-        "--accel=tcg",
+        "--minix-accel=tcg",
         "-p",
         "no:cacheprovider",
         "-q",
@@ -566,7 +566,7 @@ def cmd_startup(args: argparse.Namespace, cleanup: Cleanup, log_dir: Path) -> di
     (work / "test_pm_startup.py").write_text(TEST_FILE)
     stamp = work / "stamp"
     pycache = log_dir / "pycache"
-    plugin = [f"--guest={GUEST}", f"--arch={args.arch}", "--accel=tcg"]
+    plugin = [f"--minix-guest={GUEST}", f"--arch={args.arch}", "--minix-accel=tcg"]
     common = ["-p", "no:cacheprovider", "-q", "--basetemp", str(work / "basetemp")]
     variants: dict[str, tuple[list[str], dict[str, str]]] = {
         "no_plugin": (["test_pm_startup.py::test_no_vm", "-p", "no:minix"], {}),

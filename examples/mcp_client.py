@@ -4,8 +4,8 @@
 Boots a guest, runs a command, samples memory, checks two claims, reads the serial log
 and shuts down. Usage (from a checkout, in the project's venv):
 
-    python examples/mcp_client.py --guest reference --arch i386
-    python examples/mcp_client.py --guest minix --arch i386   # needs a MINIX image (fetched on first use)
+    python examples/mcp_client.py --minix-guest reference --arch i386
+    python examples/mcp_client.py --minix-guest minix --arch i386   # needs a MINIX image (fetched on first use)
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ async def main(guest: str, arch: str) -> str | None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--guest", default="reference")
+    ap.add_argument("--minix-guest", default="reference")
     ap.add_argument("--arch", default="i386")
     args = ap.parse_args()
     sys.exit(asyncio.run(main(args.guest, args.arch)))

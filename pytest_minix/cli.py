@@ -109,7 +109,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
     src = source_from_args(args)
-    qemu = {args.arch: args.qemu} if args.qemu else {}
+    qemu = {a: q for a in ARCHES if (q := getattr(args, f"qemu_{a}", None))}
     config = HarnessConfig(
         guest=args.guest,
         arches=(args.arch,),
@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("release", nargs="?", default=None, help="release name (default: the manifest's default)")
     f.add_argument("--sha256", default="", help="pin: the SHA-256 of the image or of the download")
     f.add_argument("--force", action="store_true", help="download again even if cached")
-    f.add_argument("--offline", action="store_true", help="never download (only verify what is cached)")
+    f.add_argument(
+        "--minix-offline", dest="offline", action="store_true", help="never download (only verify what is cached)"
+    )
     f.add_argument("--timeout", type=float, default=30.0, help="seconds without data before a retry (default 30)")
     f.add_argument("--retries", type=int, default=3, help="retries after a failed attempt (default 3)")
     f.set_defaults(func=cmd_fetch)
@@ -232,20 +234,26 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--sha256", default="", help="expected SHA-256")
     v.set_defaults(func=cmd_verify)
 
-    m = sub.add_parser("merge-reports", help="merge --claims-report files of several sessions (CI shards, hosts)")
-    m.add_argument("reports", nargs="+", help="JSON reports written by --claims-report")
+    m = sub.add_parser("merge-reports", help="merge --minix-claims-report files of several sessions (CI shards, hosts)")
+    m.add_argument("reports", nargs="+", help="JSON reports written by --minix-claims-report")
     m.add_argument("-o", "--output", required=True, help="merged JSON report (a Markdown twin is written beside it)")
     m.add_argument("--fail-on-refuted", action="store_true", help="exit 1 when any merged claim is refuted")
     m.set_defaults(func=cmd_merge_reports)
 
     c = sub.add_parser("console", help="boot a guest and attach this terminal to its serial console (Ctrl-] detaches)")
-    c.add_argument("--guest", default="minix", help="guest profile (default minix)")
-    c.add_argument("--arch", default="i386", choices=ARCHES)
-    c.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    c.add_argument("--memory", type=int, default=None, help="guest RAM in MiB")
-    c.add_argument("--qemu", default=None, help="QEMU binary for the arch")
-    c.add_argument("--network", action="store_true", help="give the guest a user-mode NIC")
-    c.add_argument("--log-dir", default=None, help="where the serial and QEMU logs go (default: a new temp dir)")
+    # The same option names as the pytest plugin's (pytest --help, group "pytest-minix").
+    c.add_argument("--minix-guest", dest="guest", default="minix", help="guest profile (default minix)")
+    c.add_argument("--arch", default="i386", choices=ARCHES, help="guest arch (default i386)")
+    c.add_argument(
+        "--minix-accel", dest="accel", default="auto", choices=("auto", "kvm", "tcg"), help="accelerator (default auto)"
+    )
+    c.add_argument("--minix-memory", dest="memory", type=int, default=None, help="guest RAM in MiB")
+    c.add_argument("--minix-qemu-i386", dest="qemu_i386", default=None, help="QEMU binary for i386 guests")
+    c.add_argument("--minix-qemu-arm", dest="qemu_arm", default=None, help="QEMU binary for ARM guests")
+    c.add_argument("--minix-network", dest="network", action="store_true", help="give the guest a user-mode NIC")
+    c.add_argument(
+        "--minix-log-dir", dest="log_dir", default=None, help="where the serial and QEMU logs go (default: a temp dir)"
+    )
     add_source_options(c)
     c.set_defaults(func=cmd_console)
 

@@ -44,7 +44,7 @@ class ArchConfig:
     append: str
     args: tuple[str, ...]
     kvm_capable_hosts: tuple[str, ...]
-    nic: str = "virtio-net-pci"  # NIC model for --vm-network
+    nic: str = "virtio-net-pci"  # NIC model for --minix-network
     machine_hint: str = ""  # said when the QEMU binary lacks ``machine``: where to get one that has it
     # Devices the guest needs beyond -nodefaults (``-device`` values, e.g. MINIX's VGA adapter).
     devices: tuple[str, ...] = ()
@@ -122,7 +122,8 @@ def load_profile(name: str) -> GuestProfile:
     path = vm_dir() / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(
-            f"Unknown guest {name!r}. Valid guests: {', '.join(available_guests())}. Pass one of those with --guest."
+            f"Unknown guest {name!r}. Valid guests: {', '.join(available_guests())}. "
+            "Pass one of those with --minix-guest."
         )
     return parse_profile(path)
 

@@ -184,7 +184,7 @@ class VMPool:
             return vm
 
     def boot(self, arch: str, options: VMOptions | None = None) -> VM:
-        """Boot a new VM; under ``--accel=auto`` a KVM failure falls back to TCG once."""
+        """Boot a new VM; under ``--minix-accel=auto`` a KVM failure falls back to TCG once."""
         options = options or VMOptions()
         spec = self.spec(arch, options)
         try:
@@ -194,8 +194,9 @@ class VMPool:
                 raise
             if self.accel.requested == "kvm":
                 raise VMError(
-                    f"--accel=kvm was given but the {arch} guest cannot boot under KVM: "
-                    f"{str(exc).splitlines()[0][:300]} Use --accel=auto (falls back to TCG) or --accel=tcg.",
+                    f"--minix-accel=kvm was given but the {arch} guest cannot boot under KVM: "
+                    f"{str(exc).splitlines()[0][:300]} Use --minix-accel=auto (falls back to TCG) "
+                    "or --minix-accel=tcg.",
                     getattr(exc, "log_path", None),
                 ) from exc
             self.accel.report_failure(arch, f"a boot under KVM failed: {str(exc).splitlines()[0][:300]}")

@@ -142,7 +142,8 @@ class VM:
         except TimeoutError as exc:
             raise BootTimeout(
                 f"The {p.name} guest ({self.arch}, accel {self.accel}) never reached its login prompt "
-                f"within --boot-timeout={boot_timeout:.0f} s. {exc}Raise --boot-timeout if the machine is just slow.",
+                f"within --minix-boot-timeout={boot_timeout:.0f} s. {exc}Raise --minix-boot-timeout "
+                "if the machine is just slow.",
                 self.log_path,
             ) from None
         login_t = m.t
@@ -156,7 +157,7 @@ class VM:
             if got != p.uname_s:
                 raise VMError(
                     f"The guest booted as {p.name!r} is not what the profile expects: `uname -s` printed "
-                    f"{got!r}, not {p.uname_s!r}. Check the image (--minix-image / --guest).",
+                    f"{got!r}, not {p.uname_s!r}. Check the image (--minix-image / --minix-guest).",
                     self.log_path,
                 )
         lines = self.console.head()

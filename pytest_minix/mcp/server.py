@@ -93,17 +93,21 @@ def add_parser(sub: Any) -> None:
     """The ``mcp`` subcommand of the CLI."""
     p = sub.add_parser("mcp", help="serve the harness as MCP tools on stdio (for AI assistants)")
     p.add_argument("--max-vms", type=_positive, default=2, help="VMs running at once, over all sessions (default 2)")
-    p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
-    p.add_argument("--log-dir", help="serial and QEMU logs (default: a new temporary directory)")
     p.add_argument(
-        "--claims",
+        "--minix-accel", dest="accel", choices=["auto", "kvm", "tcg"], default="auto", help="accelerator (default auto)"
+    )
+    p.add_argument("--minix-log-dir", dest="log_dir", help="serial and QEMU logs (default: a new temporary directory)")
+    p.add_argument(
+        "--minix-claims",
+        dest="claims",
         action="append",
         default=[],
         metavar="TOML",
         help="claims file to add to the shipped ones (repeatable)",
     )
     p.add_argument(
-        "--emulation-factor",
+        "--minix-emulation-factor",
+        dest="emulation_factor",
         type=_at_least_one,
         default=30.0,
         help="TCG slowdown allowed when deciding timing claims (default 30)",

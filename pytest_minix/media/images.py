@@ -145,7 +145,7 @@ class ImageStore:
             f"Fetch it with `pytest-minix fetch {rel.name}` where downloads work, or download {rel.url} on "
             f"a machine with network access and put it at {self.download_path(rel)} (or its decompressed "
             f"image at {self.image_path(rel)}), or pass your own image with --minix-image PATH, or run the "
-            f"suites on the reference guest with --guest=reference."
+            f"suites on the reference guest with --minix-guest=reference."
         )
 
     # -- fetch and verify ---------------------------------------------------
@@ -165,7 +165,7 @@ class ImageStore:
                 if offline:
                     raise ImageUnavailable(
                         f"The MINIX {rel.name} image ({rel.file}) is not in the cache and downloads are off "
-                        f"(--offline or ${OFFLINE_ENV}). {self._by_hand(rel)}"
+                        f"(--minix-offline or ${OFFLINE_ENV}). {self._by_hand(rel)}"
                     )
                 from pytest_minix.media.download import (
                     download,  # requests is imported only when something is downloaded

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # imported when needed: requests and pycdlib are not needed t
 
 @dataclass(frozen=True)
 class MinixSource:
-    """Where the MINIX image and boot files come from (options ``--minix-*``, ``--offline``)."""
+    """Where the MINIX image and boot files come from (options ``--minix-*``, ``--minix-offline``)."""
 
     image: Path | None = None  # a user's ISO, raw or qcow2 image (--minix-image)
     release: str | None = None  # a release from the manifest (--minix-release; default: the manifest's)
@@ -29,13 +29,15 @@ class MinixSource:
 
 
 def add_source_options(parser: Any) -> None:
-    """The ``--minix-*`` and ``--offline`` options of the CLI commands that boot MINIX (console, mcp)."""
+    """The ``--minix-*`` and ``--minix-offline`` options of the CLI commands that boot MINIX (console, mcp)."""
     parser.add_argument("--minix-image", default=None, help="a MINIX CD image or disk to boot instead of a release")
     parser.add_argument("--minix-release", default=None, help="MINIX release to fetch (default: the manifest's)")
     parser.add_argument("--minix-boot-dir", default=None, help="kernel and modNN_* files for --minix-image (a disk)")
     parser.add_argument("--minix-sha256", default=None, help="expected SHA-256 of the image or the download")
     parser.add_argument("--minix-arm-image", default=None, help="MINIX/arm SD-card image (needs qemu-linaro)")
-    parser.add_argument("--offline", action="store_true", help="never download; use cached or given images only")
+    parser.add_argument(
+        "--minix-offline", dest="offline", action="store_true", help="never download; use cached or given images only"
+    )
 
 
 def source_from_args(args: Any) -> MinixSource:
@@ -176,7 +178,7 @@ def _arm(src: MinixSource) -> BootMedia:
         raise GuestUnavailable(
             "MINIX/arm needs an SD card image for a BeagleBoard-xM: build one with the MINIX source's "
             "releasetools/arm_sdimage.sh and pass it with --minix-arm-image PATH (ini minix_arm_image). "
-            "Or run the ARM suites on the reference guest with --guest=reference."
+            "Or run the ARM suites on the reference guest with --minix-guest=reference."
         )
     path = src.arm_image
     if not path.is_file():

@@ -41,7 +41,7 @@ DEFAULT_BOOT_ROUNDS = 3
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("minix-claims", "pytest-minix: claims and the validation report")
     group.addoption(
-        "--claims",
+        "--minix-claims",
         dest="minix_claims",
         action="append",
         default=[],
@@ -49,28 +49,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="add a claims file (repeatable); the shipped claims/*.toml are always loaded",
     )
     group.addoption(
-        "--claims-select",
+        "--minix-claims-select",
         dest="minix_claims_select",
         default=None,
         metavar="PATTERNS",
         help="only claims whose id matches these comma-separated fnmatch patterns (e.g. 'boot.*')",
     )
     group.addoption(
-        "--claims-strict",
+        "--minix-claims-strict",
         dest="minix_claims_strict",
         action="store_true",
         default=False,
         help="inconclusive verdicts fail instead of skipping",
     )
     group.addoption(
-        "--claims-report",
+        "--minix-claims-report",
         dest="minix_claims_report",
         default=None,
         metavar="PATH.json",
         help="write the validation report as JSON there, with a Markdown twin beside it",
     )
     group.addoption(
-        "--boot-rounds",
+        "--minix-boot-rounds",
         dest="minix_boot_rounds",
         default=None,
         type=int,
@@ -78,7 +78,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"fresh boots per arch for boot metrics (default {DEFAULT_BOOT_ROUNDS}) [ini: minix_boot_rounds]",
     )
     group.addoption(
-        "--emulation-factor",
+        "--minix-emulation-factor",
         dest="minix_emulation_factor",
         default=None,
         type=float,
@@ -118,7 +118,7 @@ def claim_files(config: pytest.Config) -> list[Path]:
     for f in extra:
         p = Path(str(f)).expanduser()
         if not p.is_file():
-            raise pytest.UsageError(f"--claims {p}: no such file. Give the path of a claims TOML file.")
+            raise pytest.UsageError(f"--minix-claims {p}: no such file. Give the path of a claims TOML file.")
         files.append(p.resolve())
     return files
 
@@ -244,7 +244,7 @@ def _progress(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def enforce_verdict(request: pytest.FixtureRequest) -> Any:
-    """``enforce_verdict(verdict)``: pass, fail or skip the test by the verdict (``--claims-strict`` aware)."""
+    """``enforce_verdict(verdict)``: pass, fail or skip the test by the verdict (``--minix-claims-strict`` aware)."""
     return functools.partial(enforce, strict=request.config.stash[_SESSION].strict)
 
 
@@ -254,7 +254,7 @@ def enforce(verdict: Verdict, strict: bool = False) -> None:
         pytest.fail(verdict.side_by_side(), pytrace=False)
     if verdict.outcome == "inconclusive":
         if strict:
-            pytest.fail(f"inconclusive under --claims-strict:\n{verdict.side_by_side()}", pytrace=False)
+            pytest.fail(f"inconclusive under --minix-claims-strict:\n{verdict.side_by_side()}", pytrace=False)
         pytest.skip(f"inconclusive: {verdict.reason}")
 
 

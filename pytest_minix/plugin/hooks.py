@@ -33,14 +33,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(opt, dest=ini, default=None, help=f"{help_} [ini: {ini}]")
         parser.addini(ini, help_, default=None)
     group.addoption(
-        "--vm-network",
-        dest="minix_vm_network",
+        "--minix-network",
+        dest="minix_network",
         action="store_true",
         default=False,
         help="give guests a user-mode NIC (no host port forwards); off by default",
     )
     group.addoption(
-        "--offline",
+        "--minix-offline",
         dest="minix_offline",
         action="store_true",
         default=False,

@@ -18,13 +18,13 @@ from pytest_minix.profiles import ARCHES, expand_arch
 OPTIONS: list[tuple[str, str, str, Any]] = [
     # (option, ini name, help, default)
     ("--arch", "minix_arch", "guest arch: i386, arm or all (default i386)", "i386"),
-    ("--guest", "minix_guest", "guest profile from vm/: minix (default) or reference", "minix"),
-    ("--accel", "minix_accel", "accelerator: auto (KVM if it works, else TCG), kvm or tcg", "auto"),
-    ("--boot-timeout", "minix_boot_timeout", "seconds to reach the login prompt (default: the guest's)", None),
-    ("--vm-memory", "minix_vm_memory", "guest RAM in MiB (default: the guest's)", None),
-    ("--vm-log-dir", "minix_vm_log_dir", "where serial and QEMU logs go (default: <basetemp>/vm-logs)", None),
-    ("--qemu-i386", "minix_qemu_i386", "QEMU binary for i386 guests", None),
-    ("--qemu-arm", "minix_qemu_arm", "QEMU binary for ARM guests", None),
+    ("--minix-guest", "minix_guest", "guest profile from vm/: minix (default) or reference", "minix"),
+    ("--minix-accel", "minix_accel", "accelerator: auto (KVM if it works, else TCG), kvm or tcg", "auto"),
+    ("--minix-boot-timeout", "minix_boot_timeout", "seconds to reach the login prompt (default: the guest's)", None),
+    ("--minix-memory", "minix_memory", "guest RAM in MiB (default: the guest's)", None),
+    ("--minix-log-dir", "minix_log_dir", "where serial and QEMU logs go (default: <basetemp>/vm-logs)", None),
+    ("--minix-qemu-i386", "minix_qemu_i386", "QEMU binary for i386 guests", None),
+    ("--minix-qemu-arm", "minix_qemu_arm", "QEMU binary for ARM guests", None),
     ("--minix-image", "minix_image", "your own MINIX ISO, raw or qcow2 disk image (never written)", None),
     ("--minix-release", "minix_release", "MINIX release to fetch (default: the manifest's, 3.4.0rc6)", None),
     ("--minix-boot-dir", "minix_boot_dir", "directory with kernel and modNN_* modules (for a disk image)", None),
@@ -58,10 +58,10 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         arches = expand_arch(str(setting(config, "minix_arch", "i386")))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    memory = setting(config, "minix_vm_memory", None)
+    memory = setting(config, "minix_memory", None)
     if memory is not None and (not str(memory).isdigit() or int(memory) < 16):
-        raise pytest.UsageError(f"--vm-memory must be a whole number of MiB (at least 16), got {memory!r}.")
-    custom_log = setting(config, "minix_vm_log_dir", None)
+        raise pytest.UsageError(f"--minix-memory must be a whole number of MiB (at least 16), got {memory!r}.")
+    custom_log = setting(config, "minix_log_dir", None)
 
     def path(ini: str) -> Path | None:
         value = setting(config, ini, None)
@@ -79,11 +79,11 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         guest=str(setting(config, "minix_guest", "minix")),
         arches=arches,
         accel=str(setting(config, "minix_accel", "auto")),
-        boot_timeout=_float("--boot-timeout", setting(config, "minix_boot_timeout", None)),
+        boot_timeout=_float("--minix-boot-timeout", setting(config, "minix_boot_timeout", None)),
         memory=int(memory) if memory is not None else None,
         log_dir=Path(custom_log).resolve() if custom_log else log_dir,
         qemu_binaries={a: str(b) for a in ARCHES if (b := setting(config, f"minix_qemu_{a}", ""))},
-        network=bool(config.getoption("minix_vm_network")),
+        network=bool(config.getoption("minix_network")),
         minix=minix,
     )
 

@@ -63,7 +63,7 @@ class KvmMemory:
 
     A host whose KVM cannot run a guest would otherwise lose a failed boot (seconds) in
     every session and every xdist worker. The record is forgotten when the host kernel or
-    QEMU changes, when the file is deleted, or when ``--accel=kvm`` is asked for explicitly
+    QEMU changes, when the file is deleted, or when ``--minix-accel=kvm`` is asked for explicitly
     (which always tries, and clears the record if KVM then works).
     """
 
@@ -111,11 +111,11 @@ log = logging.getLogger(__name__)
 
 
 class AccelChooser:
-    """Resolves ``--accel`` per arch; remembers a KVM failure for the rest of the session."""
+    """Resolves ``--minix-accel`` per arch; remembers a KVM failure for the rest of the session."""
 
     def __init__(self, requested: str, memory: KvmMemory | None = None) -> None:
         if requested not in ACCELS:
-            raise ConfigError(f"Unknown accelerator {requested!r}; use one of {', '.join(ACCELS)} (--accel).")
+            raise ConfigError(f"Unknown accelerator {requested!r}; use one of {', '.join(ACCELS)} (--minix-accel).")
         self.requested = requested
         self.memory = memory
         self._broken: dict[str, str] = {}
@@ -135,7 +135,7 @@ class AccelChooser:
                     if remembered:
                         reason = (
                             f"{remembered} (remembered from an earlier session in {self.memory.path}; "
-                            "delete that file or pass --accel=kvm to try KVM again)"
+                            "delete that file or pass --minix-accel=kvm to try KVM again)"
                         )
                 reason = reason or kvm_probe(qemu)
                 if reason:
@@ -144,8 +144,8 @@ class AccelChooser:
             return "kvm"
         if self.requested == "kvm":
             raise ConfigError(
-                f"--accel=kvm was given but KVM cannot be used for {config.arch}: {reason}. "
-                "Use --accel=auto or --accel=tcg."
+                f"--minix-accel=kvm was given but KVM cannot be used for {config.arch}: {reason}. "
+                "Use --minix-accel=auto or --minix-accel=tcg."
             )
         return "tcg"
 

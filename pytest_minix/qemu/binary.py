@@ -21,7 +21,7 @@ def find_qemu(binary: str, arch: str) -> str:
         pkg = "qemu-system-x86" if arch == "i386" else "qemu-system-arm"
         raise QemuNotFound(
             f"QEMU for {arch} ({binary}) was not found on PATH. Install it with "
-            f"`sudo apt-get install {pkg} qemu-utils`, or pass its path with --qemu-{arch}."
+            f"`sudo apt-get install {pkg} qemu-utils`, or pass its path with --minix-qemu-{arch}."
         )
     return path
 
@@ -56,7 +56,7 @@ def check_devices(qemu: str, devices: tuple[str, ...], guest: str) -> None:
         raise ConfigError(
             f"The {guest} guest needs the QEMU device(s) {', '.join(missing)}, which {qemu} does not offer "
             f"(`{qemu} -device help` does not list them). Install Debian's full qemu-system-x86 / qemu-system-arm "
-            f"(not a reduced build), or pass another binary with --qemu-i386 / --qemu-arm."
+            f"(not a reduced build), or pass another binary with --minix-qemu-i386 / --minix-qemu-arm."
         )
 
 

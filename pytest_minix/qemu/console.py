@@ -191,7 +191,7 @@ class Console:
         reason = self.log_error.strerror or str(self.log_error)
         return (
             f"Writing the serial log {self.log_path} failed ({reason.lower()}); logging stopped there, so the "
-            f"log is incomplete. The VM and its console go on. Free space or choose another --vm-log-dir."
+            f"log is incomplete. The VM and its console go on. Free space or choose another --minix-log-dir."
         )
 
     # -- connection -------------------------------------------------------

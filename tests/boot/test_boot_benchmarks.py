@@ -2,7 +2,7 @@
 
 Run without xdist (pytest-benchmark turns itself off under it):
 ``pytest tests/boot -p no:xdist --benchmark-autosave`` and later ``--benchmark-compare``.
-The samples are the same fresh boots the boot claims use (``--boot-rounds``).
+The samples are the same fresh boots the boot claims use (``--minix-boot-rounds``).
 """
 
 from __future__ import annotations

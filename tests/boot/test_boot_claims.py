@@ -1,7 +1,7 @@
-"""Boot claims: each (claim, arch) measured from fresh boots (--boot-rounds), decided and enforced.
+"""Boot claims: each (claim, arch) measured from fresh boots (--minix-boot-rounds), decided and enforced.
 
 Confirmed passes, refuted fails with claimed and measured side by side, inconclusive
-skips with its reason (fails under --claims-strict). The claims are data: claims/*.toml.
+skips with its reason (fails under --minix-claims-strict). The claims are data: claims/*.toml.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_smoke_run(script: Path, tmp_path: Path, pytestconfig: pytest.Config, pr
     argv = [sys.executable, str(script), "--smoke", "--json", str(out)]
     if "--arch" in usage.stdout:  # it boots guests: the reference guest, always under TCG
         if pytestconfig.getoption("minix_guest", None) not in (None, "reference"):
-            pytest.skip("the benchmarks boot the reference guest: run with --guest=reference")
+            pytest.skip("the benchmarks boot the reference guest: run with --minix-guest=reference")
         argv += ["--arch", _arch(pytestconfig)]
     if "--log-dir" in usage.stdout:
         argv += ["--log-dir", str(tmp_path / "logs")]

@@ -58,7 +58,15 @@ def test_claim(claim_verdict, enforce_verdict):
     enforce_verdict(claim_verdict)
 """
 
-ARGS = ("-p", "no:cacheprovider", "--guest=reference", "--arch=i386", "--accel=tcg", "--claims-select=t.*", "-rs")
+ARGS = (
+    "-p",
+    "no:cacheprovider",
+    "--minix-guest=reference",
+    "--arch=i386",
+    "--minix-accel=tcg",
+    "--minix-claims-select=t.*",
+    "-rs",
+)
 
 
 @pytest.fixture
@@ -72,7 +80,7 @@ def session(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_confirmed_refuted_and_inconclusive(session: pytest.Pytester) -> None:
     report = session.path / "out" / "claims.json"
     result = session.runpytest_subprocess(
-        *ARGS, "--claims=claims.toml", f"--claims-report={report}", "--junitxml=junit.xml"
+        *ARGS, "--minix-claims=claims.toml", f"--minix-claims-report={report}", "--junitxml=junit.xml"
     )
     result.assert_outcomes(passed=1, failed=1, skipped=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # the OS differs from the claim: 1, not the harness's 10
@@ -102,14 +110,18 @@ def test_confirmed_refuted_and_inconclusive(session: pytest.Pytester) -> None:
 
 @pytest.mark.qemu
 def test_strict_makes_inconclusive_fail(session: pytest.Pytester) -> None:
-    strict = ("--claims=claims.toml", "--claims-strict", "--claims-select=t.undecided")  # the last select wins
+    strict = (
+        "--minix-claims=claims.toml",
+        "--minix-claims-strict",
+        "--minix-claims-select=t.undecided",
+    )  # the last select wins
     result = session.runpytest_subprocess(*ARGS, *strict)
     result.assert_outcomes(failed=1)
-    assert "inconclusive under --claims-strict" in result.stdout.str()
+    assert "inconclusive under --minix-claims-strict" in result.stdout.str()
 
 
 def test_harness_errors_have_their_own_exit_status(session: pytest.Pytester) -> None:
-    result = session.runpytest_subprocess(*ARGS, "--claims=claims.toml", "--qemu-i386=/nonexistent/qemu")
+    result = session.runpytest_subprocess(*ARGS, "--minix-claims=claims.toml", "--minix-qemu-i386=/nonexistent/qemu")
     result.assert_outcomes(errors=3)
     assert result.ret == 10
     out = result.stdout.str()
@@ -120,7 +132,9 @@ def test_harness_errors_have_their_own_exit_status(session: pytest.Pytester) -> 
 def test_malformed_claims_fail_at_start_with_file_and_line(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", bad=CLAIMS.replace('unit = "count"', 'unit = "parsecs"'))
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--guest=reference", "--claims=bad.toml")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--minix-guest=reference", "--minix-claims=bad.toml"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     line = next(i for i, ln in enumerate(CLAIMS.splitlines(), 1) if 'unit = "count"' in ln) - 1  # makefile strips
@@ -131,15 +145,17 @@ def test_malformed_claims_fail_at_start_with_file_and_line(pytester: pytest.Pyte
 def test_unknown_metric_fails_at_start(pytester: pytest.Pytester) -> None:
     pytester.makefile(".toml", bad=CLAIMS.replace('metric = "proc.count"', 'metric = "proc.cuont"'))
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--guest=reference", "--claims=bad.toml")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--minix-guest=reference", "--minix-claims=bad.toml"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "proc.cuont" in result.stderr.str() and "proc.count" in result.stderr.str()
 
 
 def test_missing_claims_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--claims=nope.toml")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--claims nope.toml: no such file" in result.stderr.str()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--minix-claims=nope.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "--minix-claims nope.toml: no such file" in result.stderr.str()
 
 
 def test_every_whitepaper_claim_is_loaded_with_provenance() -> None:
@@ -162,7 +178,9 @@ def test_every_whitepaper_claim_is_loaded_with_provenance() -> None:
 @pytest.mark.qemu
 def test_verdicts_from_xdist_workers_reach_the_report(session: pytest.Pytester) -> None:
     report = session.path / "claims.json"
-    result = session.runpytest_subprocess(*ARGS, "--claims=claims.toml", f"--claims-report={report}", "-n", "2")
+    result = session.runpytest_subprocess(
+        *ARGS, "--minix-claims=claims.toml", f"--minix-claims-report={report}", "-n", "2"
+    )
     result.assert_outcomes(passed=1, failed=1, skipped=1)
     assert "3 claims: 1 confirmed, 1 refuted, 1 inconclusive" in result.stdout.str()
     assert len(json.loads(report.read_text())["verdicts"]) == 3

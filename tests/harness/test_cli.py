@@ -58,7 +58,10 @@ class PtySession:
 @pytest.mark.qemu
 def test_console_attaches_the_terminal_and_detaches_with_ctrl_bracket(tmp_path: Path) -> None:
     env = {**os.environ, "TERM": "dumb"}
-    s = PtySession([*CLI, "console", "--guest=reference", "--arch=i386", "--accel=tcg", f"--log-dir={tmp_path}"], env)
+    s = PtySession(
+        [*CLI, "console", "--minix-guest=reference", "--arch=i386", "--minix-accel=tcg", f"--minix-log-dir={tmp_path}"],
+        env,
+    )
     try:
         m = s.expect(rb"QEMU pid (\d+); serial log (\S+)\. Detach with Ctrl-\]", 30)
         qemu_pid, log = int(m.group(1)), Path(m.group(2).decode())
@@ -94,7 +97,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_fetch_images_verify_prune(cache: dict[str, str]) -> None:
-    offline = run(cache, "fetch", "9.9.9", "--offline")
+    offline = run(cache, "fetch", "9.9.9", "--minix-offline")
     assert offline.returncode == 3 and "downloads are off" in offline.stderr
     assert run(cache, "images").stdout.startswith("no MINIX images cached")
     got = run(cache, "fetch", "9.9.9")

@@ -36,7 +36,7 @@ from pytest_minix.qemu.console import ConsoleLogWarning
 # Rows of the fault matrix: repeated by --fault-trials, checked for leftovers (conftest.no_leaks).
 pytestmark = pytest.mark.usefixtures("fault_trial", "no_leaks")
 
-ARGS = ("-p", "no:cacheprovider", "--guest=reference", "--arch=i386", "--accel=tcg")
+ARGS = ("-p", "no:cacheprovider", "--minix-guest=reference", "--arch=i386", "--minix-accel=tcg")
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -218,9 +218,9 @@ def test_two_sessions_at_once_share_the_cache_and_nothing_else(tmp_path: Path, p
             "-q",
             "-rs",
             *ARGS,
-            "--claims=claims.toml",
-            "--claims-select=t.*",
-            f"--claims-report={d / 'report' / 'claims.json'}",
+            "--minix-claims=claims.toml",
+            "--minix-claims-select=t.*",
+            f"--minix-claims-report={d / 'report' / 'claims.json'}",
             f"--basetemp={d / 'bt'}",
             "test_twin.py",
         ]
@@ -402,12 +402,12 @@ def test_arm_kernel_for_i386_fails_before_qemu_starts(pytester: pytest.Pytester,
     result = pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
-        "--guest=minix",
+        "--minix-guest=minix",
         "--arch=i386",
-        "--accel=tcg",
+        "--minix-accel=tcg",
         f"--minix-image={iso}",
         f"--minix-boot-dir={boot}",
-        f"--vm-log-dir={logs}",
+        f"--minix-log-dir={logs}",
     )
     result.assert_outcomes(errors=1)
     out = result.stdout.str()

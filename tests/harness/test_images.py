@@ -148,8 +148,8 @@ def test_offline_names_file_url_and_where_to_put_it(http_server, store):
         str(st.download_path(rel)),
         str(st.image_path(rel)),
         "--minix-image",
-        "--guest=reference",
-        "--offline",
+        "--minix-guest=reference",
+        "--minix-offline",
     ):
         assert part in msg
     assert http_server.requests("/f.iso.bz2") == []

@@ -66,7 +66,7 @@ def _server_params(tmp_path: Path, *extra: str) -> StdioServerParameters:
     # The SDK passes only a safe subset of the environment by default; the server needs the cache settings.
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "pytest_minix.cli", "mcp", "--accel=tcg", f"--log-dir={tmp_path / 'logs'}", *extra],
+        args=["-m", "pytest_minix.cli", "mcp", "--minix-accel=tcg", f"--minix-log-dir={tmp_path / 'logs'}", *extra],
         env=dict(os.environ),
         cwd=str(tmp_path),
     )
@@ -112,7 +112,7 @@ def _arch(pytestconfig: pytest.Config) -> str:
 
 def _need_reference(pytestconfig: pytest.Config) -> None:
     if pytestconfig.getoption("minix_guest", None) not in (None, "reference"):
-        pytest.skip("the MCP end-to-end tests boot the reference guest: run with --guest=reference")
+        pytest.skip("the MCP end-to-end tests boot the reference guest: run with --minix-guest=reference")
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ def test_tools_end_to_end(tmp_path: Path, pytestconfig: pytest.Config, fault_arc
 
 def test_bad_arguments_are_errors_and_the_server_stays_up(tmp_path: Path, arch: str) -> None:
     async def main() -> None:
-        async with _client(tmp_path, "--offline") as c:
+        async with _client(tmp_path, "--minix-offline") as c:
             cases: list[tuple[str, dict[str, Any], str]] = [
                 ("boot", {"guest": "plan9", "arch": arch}, "Unknown guest 'plan9'"),
                 ("boot", {"guest": "reference", "arch": "mips"}, "has no arch 'mips'"),
@@ -244,7 +244,7 @@ def test_bad_arguments_are_errors_and_the_server_stays_up(tmp_path: Path, arch: 
             from pytest_minix.media.images import ImageStore
 
             if not ImageStore().cached():
-                # No MINIX image here and the server is --offline: the harness's one-paragraph reason.
+                # No MINIX image here and the server is --minix-offline: the harness's one-paragraph reason.
                 cases.append(("boot", {"guest": "minix", "arch": "i386"}, "pytest-minix fetch"))
             for tool, args, expect in cases:
                 msg = _err(await c.call_tool(tool, args))
@@ -374,7 +374,7 @@ asyncio.run(main())
 def _start_client(tmp_path: Path, arch: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
-    args = ["-m", "pytest_minix.cli", "mcp", "--accel=tcg", f"--log-dir={tmp_path / 'logs'}"]
+    args = ["-m", "pytest_minix.cli", "mcp", "--minix-accel=tcg", f"--minix-log-dir={tmp_path / 'logs'}"]
     with open(tmp_path / "client.stderr", "w") as err:
         proc = subprocess.Popen(
             [sys.executable, str(script), json.dumps(args), arch],
@@ -470,14 +470,16 @@ def test_tabs_newlines_and_unicode_are_fine() -> None:
 def test_bad_server_options_fail_at_start(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[claim]]\nid = "x"\nstatement = "s"\nmetric = "no.such.metric"\n')
-    cli = [sys.executable, "-m", "pytest_minix.cli", "mcp", f"--log-dir={tmp_path / 'logs'}"]
-    r = subprocess.run([*cli, f"--claims={bad}"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    cli = [sys.executable, "-m", "pytest_minix.cli", "mcp", f"--minix-log-dir={tmp_path / 'logs'}"]
+    r = subprocess.run(
+        [*cli, f"--minix-claims={bad}"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and f"{bad}:" in r.stderr, r.stderr
     assert "serving" not in r.stderr
     for opt, expect in (
         ("--max-vms=0", "--max-vms: must be at least 1"),
         ("--call-timeout=-5", "--call-timeout: must be more than 0"),
-        ("--emulation-factor=0.5", "--emulation-factor: is a slowdown factor"),
+        ("--minix-emulation-factor=0.5", "--minix-emulation-factor: is a slowdown factor"),
     ):
         r = subprocess.run([*cli, opt], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and expect in r.stderr, r.stderr
@@ -488,7 +490,7 @@ def test_example_client_runs(tmp_path: Path, arch: str) -> None:
     """examples/mcp_client.py, as a user would run it, against the reference guest."""
     example = Path(__file__).resolve().parents[2] / "examples" / "mcp_client.py"
     r = subprocess.run(
-        [sys.executable, str(example), "--guest", "reference", "--arch", arch],
+        [sys.executable, str(example), "--minix-guest", "reference", "--arch", arch],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -151,11 +151,11 @@ def test_a_guest_that_never_prompts_fails_with_its_serial_log(pytester: pytest.P
     """The stub never says `login:`: the session errors (not skips) with BootTimeout and the log path."""
     pytester.makepyfile(test_inner="def test_x(guest):\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--minix-image={stub_iso}", "--accel=tcg", "--boot-timeout=4"
+        "-p", "no:cacheprovider", f"--minix-image={stub_iso}", "--minix-accel=tcg", "--minix-boot-timeout=4"
     )
     result.assert_outcomes(errors=1)
     out = re.sub(r"\s+", " ", result.stdout.str())
-    assert "BootTimeout" in out and "never reached its login prompt within --boot-timeout=4 s" in out
+    assert "BootTimeout" in out and "never reached its login prompt within --minix-boot-timeout=4 s" in out
     log = re.search(r"Serial log: (\S+\.serial\.log)", out)
     assert log is not None
     assert "CMDLINE " in Path(log.group(1)).read_text()

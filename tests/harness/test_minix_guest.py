@@ -38,9 +38,9 @@ def skipped_lines(out: str) -> list[str]:
 def test_no_image_offline_skips_every_minix_test_with_one_reason(
     session: pytest.Pytester, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = ["-p", "no:cacheprovider", "-rs", "--arch=i386"]  # --guest=minix is the default
+    args = ["-p", "no:cacheprovider", "-rs", "--arch=i386"]  # --minix-guest=minix is the default
     if how == "option":
-        args.append("--offline")
+        args.append("--minix-offline")
     else:
         monkeypatch.setenv("PYTEST_MINIX_OFFLINE", "1")
     result = session.runpytest_subprocess(*args)
@@ -54,7 +54,7 @@ def test_no_image_offline_skips_every_minix_test_with_one_reason(
         "minix_R3.4.0rc6-d5e4fc0.iso",
         "pytest-minix fetch 3.4.0rc6",
         "--minix-image PATH",
-        "--guest=reference",
+        "--minix-guest=reference",
         "https://download.minix3.org/iso/snapshot/",
     ):
         assert part in reason
@@ -62,7 +62,7 @@ def test_no_image_offline_skips_every_minix_test_with_one_reason(
 
 
 def test_arm_lane_skips_naming_the_missing_machine(session: pytest.Pytester) -> None:
-    result = session.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--arch=arm", "--offline")
+    result = session.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--arch=arm", "--minix-offline")
     result.assert_outcomes(skipped=3)
     out = re.sub(r"\s+", " ", result.stdout.str())
     assert len(skipped_lines(result.stdout.str())) == 1
@@ -70,9 +70,9 @@ def test_arm_lane_skips_naming_the_missing_machine(session: pytest.Pytester) -> 
         "needs QEMU machine 'beaglexm'",
         "-machine help",
         "qemu-linaro",
-        "--qemu-arm PATH",
+        "--minix-qemu-arm PATH",
         "--minix-arm-image PATH",
-        "--guest=reference",
+        "--minix-guest=reference",
     ):
         assert part in out
 
@@ -84,7 +84,7 @@ def test_arm_lane_with_a_qemu_that_has_the_machine_asks_for_the_sd_image(
     fake = tmp_path / "qemu-system-arm"
     fake.write_text("#!/bin/sh\necho 'Supported machines are:'\necho 'beaglexm             Beagle board XM'\n")
     fake.chmod(0o755)
-    result = session.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--arch=arm", f"--qemu-arm={fake}")
+    result = session.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--arch=arm", f"--minix-qemu-arm={fake}")
     result.assert_outcomes(skipped=3)
     out = re.sub(r"\s+", " ", result.stdout.str())
     assert "needs an SD card image" in out and "--minix-arm-image PATH" in out

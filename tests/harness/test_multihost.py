@@ -42,7 +42,14 @@ def test_claim(claim_verdict, enforce_verdict):
     enforce_verdict(claim_verdict)
 """
 
-ARGS = ("-p", "no:cacheprovider", "--guest=reference", "--accel=tcg", "--claims=claims.toml", "--claims-select=t.*")
+ARGS = (
+    "-p",
+    "no:cacheprovider",
+    "--minix-guest=reference",
+    "--minix-accel=tcg",
+    "--minix-claims=claims.toml",
+    "--minix-claims-select=t.*",
+)
 
 
 @pytest.fixture
@@ -56,7 +63,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 def test_shards_per_arch_merge_into_one_report(project: pytest.Pytester) -> None:
     """What a CI matrix does: one job per arch (or host), each writing its report; a last job merges them."""
     for arch in ("i386", "arm"):
-        r = project.runpytest_subprocess(*ARGS, f"--arch={arch}", f"--claims-report=shard-{arch}.json")
+        r = project.runpytest_subprocess(*ARGS, f"--arch={arch}", f"--minix-claims-report=shard-{arch}.json")
         r.assert_outcomes(passed=1, failed=1)
     out = project.path / "merged.json"
     cmd = [
@@ -112,7 +119,7 @@ def test_execnet_gateways_distribute_the_suite(project: pytest.Pytester) -> None
         f"popen//python={py}",
         "--tx",
         f"popen//python={py}",
-        "--claims-report=dist.json",
+        "--minix-claims-report=dist.json",
     )
     r.assert_outcomes(passed=2, failed=2)
     data = json.loads((project.path / "dist.json").read_text())

@@ -13,7 +13,7 @@ from pytest_minix.media.reference import _inputs_digest, data_dir
 
 def _need_reference(vm: VM) -> None:
     if vm.profile.name != "reference":
-        pytest.skip("checks what the reference guest's build installs: run with --guest=reference")
+        pytest.skip("checks what the reference guest's build installs: run with --minix-guest=reference")
 
 
 def test_root_has_a_name(guest: VM) -> None:
