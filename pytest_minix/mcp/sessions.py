@@ -31,7 +31,7 @@ from pytest_minix.paths import claims_dir
 from pytest_minix.profiles import available_guests, load_profile
 from pytest_minix.verdicts.claims import load_claims, select_claims
 from pytest_minix.verdicts.evaluate import Evaluator
-from pytest_minix.verdicts.report import ClaimsReport
+from pytest_minix.verdicts.report import ClaimsReport, report_outcome
 from pytest_minix.verdicts.statistics import summarize
 
 # Characters a command may not carry: they would forge or break the shell's framing on the
@@ -442,7 +442,7 @@ class SessionManager:
             for i, verdict in enumerate(evaluator.verdicts(chosen, pool, arch, progress=progress), 1):
                 report.add(verdict)
                 if progress is not None:
-                    progress(f"claim {i}/{len(chosen)} {verdict.claim.id}: {verdict.outcome}")
+                    progress(f"claim {i}/{len(chosen)} {verdict.claim.id}: {report_outcome(verdict)}")
         result = {**report.to_json(), "summary": report.summary_line(), "table": report.table()}
         with self._lock:
             self.last_report = result

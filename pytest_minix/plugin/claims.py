@@ -2,17 +2,22 @@
 
 Data flow: claims files -> one test per (claim, arch) -> metric.measure() (cached per
 session, so claims sharing a metric share its samples) -> verdict -> the test's outcome
-(confirmed passes, refuted fails, inconclusive skips) and a JSON record in the test's
-``user_properties`` -> on the controlling process (xdist-safe) the validation report.
+(confirmed and reported pass, refuted fails, inconclusive skips) and a JSON record in the
+test's ``user_properties`` -> on the controlling process (xdist-safe) the validation report
+and the exit status. A claim test that gets no verdict still gets a record: not run (its
+guest was unavailable, or it was skipped) or a harness error.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
-from dataclasses import dataclass
+import platform
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -26,16 +31,35 @@ from pytest_minix.plugin.options import harness_config
 from pytest_minix.plugin.progress import Progress
 from pytest_minix.verdicts.claims import Claim, ClaimsError, load_claims, select_claims
 from pytest_minix.verdicts.evaluate import Evaluator
-from pytest_minix.verdicts.report import ClaimsReport, verdict_record
+from pytest_minix.verdicts.report import ClaimsReport, NotRunCause, case_record, report_outcome, verdict_record
 from pytest_minix.verdicts.verdict import Verdict
 
 VERDICT_PROPERTY = "pytest_minix_verdict"
+# A claim test that ended without a verdict: its not-run or harness-error record (JSON).
+CASE_PROPERTY = "pytest_minix_claim_case"
 HARNESS_ERROR_PROPERTY = "pytest_minix_harness_error"
-# Exit status when the harness itself broke (no QEMU, bad image, a guest that never
-# booted): CI can tell it from 1, "a claim was refuted" or "a test failed".
+# Exit statuses beside pytest's own (0 all passed, 1 a test failed, 2 interrupted, 3 internal
+# error, 4 usage error, 5 no tests). CI can tell "the OS differs from the claim" (1) from
+# "the harness broke" (10) and from "nothing could be checked here" (11).
 HARNESS_ERROR_EXIT = 10
+NOT_RUN_EXIT = 11
+EXIT_STATUSES = (
+    "exit statuses: 0 every selected claim confirmed, reported or inconclusive; "
+    "1 a claim was refuted (or a test failed, or an inconclusive one under --minix-claims-strict); "
+    f"{HARNESS_ERROR_EXIT} the harness broke (no QEMU, a bad image, a guest that never booted); "
+    f"{NOT_RUN_EXIT} claims were not run because their guest was unavailable (no image, no machine "
+    "for the arch) and --minix-allow-not-run was not given; 4 bad options or a malformed claims file"
+)
 DEFAULT_EMULATION_FACTOR = 30.0
 DEFAULT_BOOT_ROUNDS = 3
+
+
+def _addini_typed(parser: pytest.Parser, name: str, help_: str, kind: Literal["int", "float"]) -> None:
+    """An ini setting of type ``kind`` ("int", "float"), or a string one on a pytest that has no such type."""
+    try:
+        parser.addini(name, help_, type=kind, default=None)
+    except (AssertionError, ValueError, TypeError):
+        parser.addini(name, help_, default=None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,28 +70,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="add a claims file (repeatable); the shipped claims/*.toml are always loaded",
+        help="add a claims file (repeatable); the shipped claims/*.toml are always loaded [ini: minix_claims]",
     )
     group.addoption(
         "--minix-claims-select",
         dest="minix_claims_select",
         default=None,
         metavar="PATTERNS",
-        help="only claims whose id matches these comma-separated fnmatch patterns (e.g. 'boot.*')",
+        help="only claims whose id matches these comma-separated fnmatch patterns (e.g. 'boot.*') "
+        "[ini: minix_claims_select]",
     )
     group.addoption(
         "--minix-claims-strict",
         dest="minix_claims_strict",
         action="store_true",
-        default=False,
-        help="inconclusive verdicts fail instead of skipping",
+        default=None,
+        help="inconclusive verdicts fail instead of skipping (report-only claims still pass) "
+        "[ini: minix_claims_strict]",
     )
     group.addoption(
         "--minix-claims-report",
         dest="minix_claims_report",
         default=None,
         metavar="PATH.json",
-        help="write the validation report as JSON there, with a Markdown twin beside it",
+        help="write the validation report there (every selected claim, whatever happened to it), with a "
+        "Markdown twin and the claims and boot timeline charts beside it [ini: minix_claims_report]",
+    )
+    group.addoption(
+        "--minix-allow-not-run",
+        dest="minix_allow_not_run",
+        action="store_true",
+        default=None,
+        help=f"claims not run because their guest is unavailable do not make the exit status {NOT_RUN_EXIT} "
+        f"(for local runs without an image) [ini: minix_allow_not_run]. {EXIT_STATUSES}",
     )
     group.addoption(
         "--minix-boot-rounds",
@@ -86,9 +121,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how much slower than hardware TCG may run guest code when deciding timing claims "
         f"(default {DEFAULT_EMULATION_FACTOR:g}) [ini: minix_emulation_factor]",
     )
-    parser.addini("minix_boot_rounds", "fresh boots per arch for boot metrics", default=None)
-    parser.addini("minix_emulation_factor", "TCG emulation factor for timing claims", default=None)
     parser.addini("minix_claims", "extra claims files", type="linelist", default=[])
+    parser.addini("minix_claims_select", "comma-separated fnmatch patterns of claim ids to run", default=None)
+    parser.addini("minix_claims_strict", "inconclusive verdicts fail instead of skipping", type="bool", default=False)
+    parser.addini("minix_claims_report", "validation report path (JSON; relative to the ini file)", default=None)
+    parser.addini(
+        "minix_allow_not_run",
+        f"claims not run for lack of their guest do not make the exit status {NOT_RUN_EXIT}",
+        type="bool",
+        default=False,
+    )
+    _addini_typed(parser, "minix_boot_rounds", "fresh boots per arch for boot metrics (whole number >= 1)", "int")
+    _addini_typed(parser, "minix_emulation_factor", "TCG emulation factor for timing claims (number >= 1)", "float")
     parser.addini(
         "minix_posix_known_failures", "MINIX POSIX tests run as xfail (default: 53 75 85 isofs vnd)", default=None
     )
@@ -97,7 +141,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @dataclass
 class ClaimsSession:
-    """The session's claims, settings, measurements (taken once, in ``evaluator``) and collected verdicts."""
+    """The session's claims, settings, measurements (taken once, in ``evaluator``) and collected records."""
 
     claims: list[Claim]
     boot_rounds: int
@@ -105,11 +149,18 @@ class ClaimsSession:
     strict: bool
     report_path: Path | None
     evaluator: Evaluator
-    records: dict[str, dict[str, Any]]  # nodeid -> verdict record (filled on the controller)
+    records: dict[str, dict[str, Any]]  # nodeid -> record (filled on the controller)
     harness_errors: list[str]
+    allow_not_run: bool = False
+    started: str = ""  # ISO 8601 UTC
+    # nodeid -> (claim, arch) of every collected claim test (without xdist: the controller collects)
+    expected: dict[str, tuple[Claim, str]] = field(default_factory=dict)
+    exit_note: str = ""
 
 
 _SESSION = pytest.StashKey[ClaimsSession]()
+# Set on a claim test's item when its guest turned out to be unavailable (it skips).
+_UNAVAILABLE = pytest.StashKey[str]()
 
 
 def claim_files(config: pytest.Config) -> list[Path]:
@@ -123,19 +174,48 @@ def claim_files(config: pytest.Config) -> list[Path]:
     return files
 
 
-def _number(config: pytest.Config, opt: str, ini: str, default: float, kind: type, minimum: float) -> Any:
-    value = config.getoption(opt)
+def _number(config: pytest.Config, name: str, default: float, kind: type, minimum: float) -> Any:
+    """A numeric setting from its option (typed by argparse) or else its ini twin; checked against ``minimum``."""
+    what = "a whole number" if kind is int else "a number"
+    value = config.getoption(name)
+    source = "--" + name.replace("_", "-")
     if value is None:
-        raw = config.getini(ini)
+        source = f"ini {name}"
         try:
-            value = kind(raw) if raw not in (None, "") else default
-        except ValueError:
-            raise pytest.UsageError(f"ini {ini} must be a number, got {raw!r}.") from None
+            raw = config.getini(name)
+        except (pytest.UsageError, ValueError, TypeError) as exc:
+            raise pytest.UsageError(f"{source} must be {what} (at least {minimum:g}): {exc}") from None
+        if raw is None or raw == "":
+            return default
+        try:
+            if isinstance(raw, bool) or (kind is int and isinstance(raw, float)):
+                raise ValueError
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise pytest.UsageError(f"{source} must be {what} (at least {minimum:g}), got {raw!r}.") from None
     if value < minimum:
-        raise pytest.UsageError(
-            f"--{opt.removeprefix('minix_').replace('_', '-')} must be at least {minimum}, got {value}."
-        )
+        raise pytest.UsageError(f"{source} must be at least {minimum:g}, got {value!r}.")
     return value
+
+
+def _flag(config: pytest.Config, name: str) -> bool:
+    """A yes/no setting: the option when given, else its ini twin."""
+    value = config.getoption(name)
+    return bool(config.getini(name)) if value is None else bool(value)
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    """--minix-claims-report (relative to the current directory) or its ini twin (relative to the ini file)."""
+    value = config.getoption("minix_claims_report")
+    if value:
+        path = Path(str(value)).expanduser()
+        return path if path.is_absolute() else (config.invocation_params.dir / path).resolve()
+    raw = config.getini("minix_claims_report")
+    if not raw:
+        return None
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    path = Path(str(raw)).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
 
 
 @pytest.hookimpl(trylast=True)
@@ -145,21 +225,27 @@ def pytest_configure(config: pytest.Config) -> None:
         claims = load_claims(claim_files(config), metric_units())
     except ClaimsError as exc:
         raise pytest.UsageError(f"Malformed claims file: {exc}") from None
-    selected = select_claims(claims, config.getoption("minix_claims_select"))
-    report = config.getoption("minix_claims_report")
-    rounds = int(_number(config, "minix_boot_rounds", "minix_boot_rounds", DEFAULT_BOOT_ROUNDS, int, 1))
-    factor = float(
-        _number(config, "minix_emulation_factor", "minix_emulation_factor", DEFAULT_EMULATION_FACTOR, float, 1.0)
-    )
+    select = config.getoption("minix_claims_select") or config.getini("minix_claims_select") or None
+    selected = select_claims(claims, select)
+    report = _report_path(config)
+    if report is not None and report.suffix == ".md":
+        raise pytest.UsageError(
+            f"--minix-claims-report {report}: give the JSON report's path (e.g. {report.with_suffix('.json')}); "
+            "its Markdown twin is written beside it."
+        )
+    rounds = int(_number(config, "minix_boot_rounds", DEFAULT_BOOT_ROUNDS, int, 1))
+    factor = float(_number(config, "minix_emulation_factor", DEFAULT_EMULATION_FACTOR, float, 1.0))
     config.stash[_SESSION] = ClaimsSession(
         claims=selected,
         boot_rounds=rounds,
         emulation_factor=factor,
-        strict=bool(config.getoption("minix_claims_strict")),
-        report_path=Path(report).resolve() if report else None,
+        strict=_flag(config, "minix_claims_strict"),
+        report_path=report,
         evaluator=Evaluator(boot_rounds=rounds, emulation_factor=factor),
         records={},
         harness_errors=[],
+        allow_not_run=_flag(config, "minix_allow_not_run"),
+        started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
     config.pluginmanager.register(ReportCollector(config), "pytest-minix-claims-report")
 
@@ -195,6 +281,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("claim", cases, ids=[str(c) for c in cases], indirect=True)
 
 
+def _case(item: pytest.Item) -> ClaimCase | None:
+    """The (claim, arch) a collected test decides, if it is a claim test."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("claim") if callspec is not None else None
+    return case if isinstance(case, ClaimCase) else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Remember every selected claim test, so that one the session never reached is in the report too."""
+    session = config.stash[_SESSION]
+    session.expected = {item.nodeid: (case.claim, case.arch) for item in items if (case := _case(item)) is not None}
+
+
 @pytest.fixture
 def claim(request: pytest.FixtureRequest) -> ClaimCase:
     """The (claim, arch) this test decides."""
@@ -207,7 +307,11 @@ def claim_verdict(request: pytest.FixtureRequest, claim: ClaimCase, vm_pool: VMP
     """Measure the claim's metric on its arch (once per session per metric) and decide the claim."""
 
     session = request.config.stash[_SESSION]
-    need_media(request, vm_pool, claim.arch)
+    try:
+        need_media(request, vm_pool, claim.arch)
+    except pytest.skip.Exception as exc:  # the guest cannot be had here: the claim is not run
+        request.node.stash[_UNAVAILABLE] = str(exc.msg)
+        raise
     measurement = measure(request, session, vm_pool, claim.claim.metric, claim.arch)
     verdict = session.evaluator.decide(claim.claim, measurement)
     request.node.user_properties.extend(verdict_properties(verdict, claim.arch))
@@ -249,10 +353,12 @@ def enforce_verdict(request: pytest.FixtureRequest) -> Any:
 
 
 def enforce(verdict: Verdict, strict: bool = False) -> None:
-    """Confirmed passes; refuted fails with claimed and measured side by side; inconclusive skips (fails if strict)."""
-    if verdict.outcome == "refuted":
+    """Confirmed and reported pass; refuted fails with claimed and measured side by side; inconclusive skips
+    (fails if strict)."""
+    outcome = report_outcome(verdict)
+    if outcome == "refuted":
         pytest.fail(verdict.side_by_side(), pytrace=False)
-    if verdict.outcome == "inconclusive":
+    if outcome == "inconclusive":
         if strict:
             pytest.fail(f"inconclusive under --minix-claims-strict:\n{verdict.side_by_side()}", pytrace=False)
         pytest.skip(f"inconclusive: {verdict.reason}")
@@ -266,13 +372,13 @@ def verdict_properties(verdict: Verdict, arch: str) -> list[tuple[str, object]]:
     props: list[tuple[str, object]] = [
         ("claim", verdict.claim.id),
         ("claim_arch", arch),
-        ("claim_outcome", verdict.outcome),
-        ("claim_claimed", verdict.claim.expect.text if verdict.claim.expect else "report only"),
+        ("claim_outcome", record["outcome"]),
+        ("claim_claimed", verdict.claimed_text()),
         ("claim_measured", verdict.measured_text()),
     ]
     if verdict.stats is not None:
         stats = verdict.stats
-        props += [("claim_median", stats.median), ("claim_n", stats.n), ("claim_unit", verdict.claim.unit)]
+        props += [("claim_median", stats.median), ("claim_n", stats.n), ("claim_unit", verdict.unit)]
     if verdict.emulation_factor is not None:
         props.append(("claim_emulation_factor", verdict.emulation_factor))
     props.append((VERDICT_PROPERTY, json.dumps(record, default=str)))
@@ -280,100 +386,162 @@ def verdict_properties(verdict: Verdict, arch: str) -> list[tuple[str, object]]:
 
 
 # -- collection on the controlling process ---------------------------------------------------
+def _error_text(call: pytest.CallInfo[None]) -> str:
+    """The exception of ``call`` on one line, as the report shows a harness error."""
+    if call.excinfo is None:
+        return "unknown error"
+    return " ".join(call.excinfo.exconly().split())[:2000]
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr or "skipped")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    if (
+    harness_broke = (
         call.excinfo is not None
         and call.excinfo.errisinstance(HarnessError)
         and not call.excinfo.errisinstance(GuestUnavailable)
-    ):
-        report.user_properties.append((HARNESS_ERROR_PROPERTY, f"{item.nodeid}: {call.excinfo.value}"))
+    )
+    case = _case(item)
+    has_verdict = any(name == VERDICT_PROPERTY for name, _ in item.user_properties)
+    if case is not None and not has_verdict and report.when in ("setup", "call"):
+        # A claim test that ended without a verdict still gets its record.
+        record = None
+        if report.skipped:
+            unavailable = item.stash.get(_UNAVAILABLE, None)
+            cause: NotRunCause = "guest_unavailable" if unavailable is not None else "skipped"
+            record = case_record(case.claim, case.arch, "not_run", unavailable or _skip_reason(report), cause)
+        elif report.failed:
+            # Whatever broke before the verdict (a metric's exception, a guest that never booted) is the harness's.
+            harness_broke = True
+            record = case_record(case.claim, case.arch, "harness_error", _error_text(call))
+        if record is not None:
+            report.user_properties.append((CASE_PROPERTY, json.dumps(record)))
+    if harness_broke:
+        report.user_properties.append((HARNESS_ERROR_PROPERTY, f"{item.nodeid}: {_error_text(call)}"))
     return report
 
 
 class ReportCollector:
-    """Registered per session: gathers verdict records from test reports (workers' too) and reports them."""
+    """Registered per session: gathers claim records from test reports (workers' too), reports them and
+    sets the exit status."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.session = config.stash[_SESSION]
-        self.chart_note = ""
-
-    def boots(self) -> list[tuple[str, list[tuple[str, float]]]]:
-        """Per arch, the fresh boots' milestones (from the first boot metric that carries them)."""
-        boots: list[tuple[str, list[tuple[str, float]]]] = []
-        seen: set[str] = set()
-        for r in self.session.records.values():
-            milestones = (r.get("extra") or {}).get("milestones")
-            if not milestones or r["arch"] in seen:
-                continue
-            seen.add(r["arch"])
-            for i, ms in enumerate(milestones, 1):
-                points = sorted(ms.items(), key=lambda kv: kv[1])
-                boots.append((f"{r['guest']} {r['arch']} boot {i}", [("cont", 0.0), *points]))
-        return boots
-
-    def write_chart(self, report_path: Path) -> str:
-        """The boot timeline chart beside the report (PNG and SVG), if there were boots and matplotlib."""
-        boots = self.boots()
-        if not boots:
-            return ""
-        from pytest_minix.verdicts.chart import timeline_chart
-
-        stem = report_path.with_name(report_path.stem + ".timeline")
-        try:
-            png, svg = timeline_chart(boots, stem, title="Boot timelines (seconds from QMP cont)")
-        except ImportError as exc:
-            return f"no timeline chart: {exc}"
-        return f"timeline chart: {png} and {svg}"
+        self.chart_notes: list[str] = []
+        self.written: tuple[Path, Path] | None = None
+        self.write_error = ""
+        self.status: int | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         s = self.session
         for name, value in report.user_properties:
-            if name == VERDICT_PROPERTY and report.when == "call":
+            verdict = name == VERDICT_PROPERTY and report.when == "call"
+            if verdict or (name == CASE_PROPERTY and report.nodeid not in s.records):
                 s.records[report.nodeid] = json.loads(str(value))
             elif name == HARNESS_ERROR_PROPERTY and str(value) not in s.harness_errors:
                 s.harness_errors.append(str(value))
 
-    def report(self) -> Any:
-
+    def _all_records(self) -> dict[str, dict[str, Any]]:
+        """Every selected claim test's record: those never reached (the session stopped first) included."""
         s = self.session
-        meta = {
+        records = dict(s.records)
+        for nodeid, (claim, arch) in s.expected.items():
+            if nodeid not in records:
+                why = "the session ended before this claim's test ran (stopped by -x, a failure or an interrupt)"
+                records[nodeid] = case_record(claim, arch, "not_run", why, "not_reached")
+        return records
+
+    def _guest_unavailable(self) -> list[dict[str, Any]]:
+        return [
+            r for r in self._all_records().values() if r["outcome"] == "not_run" and r["cause"] == "guest_unavailable"
+        ]
+
+    def report(self, exit_status: int | None = None) -> ClaimsReport:
+        s = self.session
+        settings = harness_config(self.config, Path("vm-logs"))
+        meta: dict[str, Any] = {
+            "date": s.started,
+            "host": socket.gethostname(),
+            "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
             "harness_version": harness_version(),
+            "guest": settings.guest,
+            "arches": list(settings.arches),
+            "accel_requested": settings.accel,
             "emulation_factor": s.emulation_factor,
             "boot_rounds": s.boot_rounds,
             "strict": s.strict,
+            "allow_not_run": s.allow_not_run,
             "claims_files": [str(p) for p in claim_files(self.config)],
             "args": list(self.config.invocation_params.args),
         }
+        if exit_status is not None:
+            meta["exit_status"] = exit_status
         report = ClaimsReport(meta)
-        for nodeid in sorted(s.records):
-            report.add_record(s.records[nodeid])
+        records = self._all_records()
+        for nodeid in sorted(records):
+            report.add_record(records[nodeid])
         return report
+
+    def exit_status(self, exitstatus: int) -> int:
+        """pytest's exit status, or ours: 10 when the harness broke, 11 when claims could not be run."""
+        s = self.session
+        ok_or_failed = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        if s.harness_errors and exitstatus in ok_or_failed:
+            s.exit_note = f"the harness broke in {len(s.harness_errors)} test(s)"
+            return HARNESS_ERROR_EXIT
+        unavailable = self._guest_unavailable()
+        if unavailable and exitstatus == pytest.ExitCode.OK:
+            n = len(unavailable)
+            what = f"{n} claim{'s' if n != 1 else ''} not run: guest unavailable"
+            if s.allow_not_run:
+                s.exit_note = f"{what}; --minix-allow-not-run keeps the exit status 0"
+                return int(exitstatus)
+            s.exit_note = f"{what}; pass --minix-allow-not-run (ini minix_allow_not_run) to accept that"
+            return NOT_RUN_EXIT
+        return int(exitstatus)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # an xdist worker: the controller reports
             return
         s = self.session
-        if s.records and s.report_path is not None:
-            self.report().write(s.report_path)
-            self.chart_note = self.write_chart(s.report_path)
-        if s.harness_errors:
-            session.exitstatus = HARNESS_ERROR_EXIT
+        status = self.status = self.exit_status(int(session.exitstatus))
+        if status != session.exitstatus:
+            session.exitstatus = status
+        if s.report_path is not None:
+            report = self.report(exit_status=status)
+            try:
+                self.written = report.write(s.report_path)
+            except OSError as exc:
+                self.write_error = f"could not write the report {s.report_path}: {exc}"
+                return
+            self.chart_notes = report.chart_notes
 
+    @pytest.hookimpl(trylast=True)  # after the other sections: the summary line closes the report
     def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if hasattr(config, "workerinput"):
+            return
         s = self.session
         tr = terminalreporter
-        if s.records:
+        report = self.report()
+        if report.records:
             tr.section("pytest-minix validation report")
             # At least 132 columns: claim ids must not be cut; CI logs do not wrap.
-            for line in self.report().table(width=max(tr._tw.fullwidth, 132)).splitlines():
+            for line in report.table(width=max(tr._tw.fullwidth, 132)).splitlines()[:-1]:
                 tr.write_line(line)
-            if s.report_path is not None:
-                tr.write_line(f"report: {s.report_path} and {s.report_path.with_suffix('.md')}")
-            if self.chart_note:
-                tr.write_line(self.chart_note)
+        if self.written is not None:
+            tr.write_line(f"report: {self.written[0]} and {self.written[1]}")
+            for note in self.chart_notes:
+                tr.write_line(note)
+        if self.write_error:
+            tr.write_line(f"pytest-minix: {self.write_error}", red=True)
         if s.harness_errors:
             tr.write_line(
                 f"pytest-minix: the harness broke in {len(s.harness_errors)} test(s); "
@@ -382,3 +550,16 @@ class ReportCollector:
             )
             for e in s.harness_errors[:10]:
                 tr.write_line(f"  {e.splitlines()[0][:300]}")
+        if report.records:
+            counts = report.counts()
+            bad = counts["refuted"] or counts["harness_error"]
+            colour = (
+                {"red": True}
+                if bad
+                else {"yellow": True}
+                if report.summary()["decided"] < len(report.records)
+                else {"green": True}
+            )
+            tr.write_line(f"pytest-minix: {report.summary_line()}", bold=True, **colour)
+        if s.exit_note:
+            tr.write_line(f"pytest-minix: {s.exit_note} (exit status {self.status})")

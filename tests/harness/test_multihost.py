@@ -87,8 +87,17 @@ def test_shards_per_arch_merge_into_one_report(project: pytest.Pytester) -> None
         ("t.ram.false", "i386", "refuted"),
     ]
     assert [m["source"] for m in data["pytest_minix"]["merged_from"]] == ["shard-i386.json", "shard-arm.json"]
-    assert data["summary"] == {"confirmed": 2, "refuted": 2, "inconclusive": 0}
-    assert "4 claims: 2 confirmed, 2 refuted, 0 inconclusive" in res.stdout
+    assert data["summary"] == {
+        "total": 4,
+        "decided": 4,
+        "confirmed": 2,
+        "refuted": 2,
+        "inconclusive": 0,
+        "reported": 0,
+        "not_run": 0,
+        "harness_error": 0,
+    }
+    assert "4 claims: 4 decided (2 confirmed, 2 refuted)" in res.stdout
     assert out.with_suffix(".md").read_text().count("| t.ram") == 4
 
 
