@@ -1,9 +1,18 @@
-"""The pytest plugin: options, the ``vm_pool`` and ``guest`` fixtures, the ``vm`` marker."""
+"""The pytest plugin: options, the ``vm_pool`` and ``guest`` fixtures, the ``vm`` marker.
+
+Signals: while a VM pool is open (from the ``vm_pool`` fixture's setup to its teardown)
+SIGTERM raises KeyboardInterrupt, so that it cleans up as Ctrl-C does (pytest tears the
+fixtures down: QEMU stopped, sockets removed). The handler is installed only if SIGTERM
+had its default action, and the previous one is put back when the last pool closes; a
+session that boots nothing never touches signal handlers. SIGINT is left to Python and
+pytest (it already raises KeyboardInterrupt).
+"""
 
 from __future__ import annotations
 
 import base64
 import signal
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +23,8 @@ import pytest
 from pytest_minix.errors import HarnessError
 from pytest_minix.guest.pool import HarnessConfig, VMOptions, VMPool
 from pytest_minix.guest.vm import VM
-from pytest_minix.media.images import OFFLINE_ENV
 from pytest_minix.plugin.media import need_media
-from pytest_minix.plugin.options import OPTIONS, check_minix, harness_config, setting
+from pytest_minix.plugin.options import FLAGS, OPTIONS, check_minix, harness_config, ini_type, setting
 from pytest_minix.profiles import expand_arch, load_profile
 from pytest_minix.qemu.accel import AccelChooser
 
@@ -31,21 +39,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("minix", "pytest-minix: boot guests under QEMU")
     for opt, ini, help_, _default in OPTIONS:
         group.addoption(opt, dest=ini, default=None, help=f"{help_} [ini: {ini}]")
-        parser.addini(ini, help_, default=None)
-    group.addoption(
-        "--minix-network",
-        dest="minix_network",
-        action="store_true",
-        default=False,
-        help="give guests a user-mode NIC (no host port forwards); off by default",
-    )
-    group.addoption(
-        "--minix-offline",
-        dest="minix_offline",
-        action="store_true",
-        default=False,
-        help=f"never download images (also: ${OFFLINE_ENV}=1)",
-    )
+        parser.addini(ini, help_, type=ini_type(ini), default=None)  # type: ignore[arg-type]
+    for opt, ini, help_ in FLAGS:
+        # None when not given, so that the ini value (a bool) decides.
+        group.addoption(opt, dest=ini, action="store_true", default=None, help=f"{help_} [ini: {ini}]")
+        parser.addini(ini, help_, type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -65,21 +63,71 @@ def pytest_configure(config: pytest.Config) -> None:
             check_minix(settings.minix)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
-    # SIGTERM should clean up like Ctrl-C does: stop QEMU, remove sockets.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _terminate)
 
 
 def _terminate(signum: int, frame: types.FrameType | None) -> None:
     raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
+class SignalGuard:
+    """SIGTERM -> KeyboardInterrupt while at least one holder (an open VM pool) exists.
+
+    The first ``acquire`` installs the handler, if SIGTERM still has its default action (a
+    handler of the application, or SIG_IGN, is left alone); the last ``release`` restores
+    what was there, unless someone replaced our handler meanwhile. Only the main thread
+    can set handlers: elsewhere nothing is installed.
+    """
+
+    SIGNALS = (signal.SIGTERM,)
+
+    def __init__(self) -> None:
+        self._holders: set[int] = set()
+        self._saved: dict[signal.Signals, Any] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, holder: object) -> None:
+        with self._lock:
+            if not self._holders and threading.current_thread() is threading.main_thread():
+                for sig in self.SIGNALS:
+                    previous = signal.getsignal(sig)
+                    if previous is signal.SIG_DFL:
+                        signal.signal(sig, _terminate)
+                        self._saved[sig] = previous
+            self._holders.add(id(holder))
+
+    def release(self, holder: object) -> None:
+        with self._lock:
+            if id(holder) not in self._holders:
+                return
+            self._holders.discard(id(holder))
+            if self._holders:
+                return
+            for sig, previous in self._saved.items():
+                if signal.getsignal(sig) is _terminate:
+                    signal.signal(sig, previous)
+            self._saved.clear()
+
+    @property
+    def active(self) -> bool:
+        """Whether our handler is installed now."""
+        return bool(self._saved)
+
+
+SIGNALS = SignalGuard()
+
 _POOLS = pytest.StashKey[list[VMPool]]()
+
+
+def _close_pool(pool: VMPool) -> None:
+    try:
+        pool.close()
+    finally:
+        SIGNALS.release(pool)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     for pool in config.stash.get(_POOLS, []):
-        pool.close()
+        _close_pool(pool)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -104,8 +152,11 @@ def vm_pool(pytestconfig: pytest.Config, minix_config: HarnessConfig) -> Iterato
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
     pytestconfig.stash[_POOLS].append(pool)
-    yield pool
-    pool.close()
+    SIGNALS.acquire(pool)  # SIGTERM tears the VMs down from now on, until the pool closes
+    try:
+        yield pool
+    finally:
+        _close_pool(pool)
 
 
 @pytest.fixture

@@ -1,7 +1,16 @@
-"""The plugin's options and ini settings, read into a :class:`HarnessConfig`; bad values are usage errors."""
+"""The plugin's options and ini settings, read into a :class:`HarnessConfig`; bad values are usage errors.
+
+Every option has an ini twin named like it with underscores (``--minix-memory`` and
+``minix_memory``); the command line wins. Numbers are typed ini values (``int``/``float``
+on pytest >= 8.4, so a native ``[tool.pytest]`` table takes ``minix_memory = 256``) and are
+checked here in every case: a bad one stops the session naming the option or ini key,
+what it takes and a correct example. The flags ``--minix-network`` and ``--minix-offline``
+have ``bool`` ini twins.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +18,7 @@ import pytest
 
 from pytest_minix.errors import ConfigError
 from pytest_minix.guest.pool import HarnessConfig
-from pytest_minix.media.images import offline_from_env
+from pytest_minix.media.images import OFFLINE_ENV, offline_from_env
 from pytest_minix.media.iso import image_kind
 from pytest_minix.media.minix import MinixSource, disk_needs_boot_files
 from pytest_minix.media.releases import check_sha256, load_manifest
@@ -33,23 +42,99 @@ OPTIONS: list[tuple[str, str, str, Any]] = [
 ]
 
 
+# Flags: (option, ini name, help). The ini twin is a bool (true/false, yes/no, 1/0).
+FLAGS: list[tuple[str, str, str]] = [
+    ("--minix-network", "minix_network", "give guests a user-mode NIC (no host port forwards); off by default"),
+    ("--minix-offline", "minix_offline", f"never download images (also: ${OFFLINE_ENV}=1)"),
+]
+
+# Numbers: ini name -> (pytest ini type, what the value must be, an example value).
+NUMBERS: dict[str, tuple[str, str, str]] = {
+    "minix_boot_timeout": ("float", "a positive number of seconds", "300"),
+    "minix_memory": ("int", "a whole number of MiB, at least 16", "256"),
+}
+
+# pytest reads int and float ini values itself since 8.4; before that they arrive as strings.
+TYPED_INI = pytest.version_tuple >= (8, 4)
+
+
+def ini_type(ini: str) -> str | None:
+    """The ``type`` to register ``ini`` with (None: a plain string)."""
+    if ini in NUMBERS:
+        return NUMBERS[ini][0] if TYPED_INI else None
+    if any(name == ini for _opt, name, _help in FLAGS):
+        return "bool"
+    return None
+
+
+def option_name(ini: str) -> str:
+    """The command-line twin of an ini key (``minix_memory`` -> ``--minix-memory``; ``minix_arch`` -> ``--arch``)."""
+    return next((opt for opt, name, *_ in [*OPTIONS, *FLAGS] if name == ini), "--" + ini.replace("_", "-"))
+
+
+def read_ini(config: pytest.Config, ini: str) -> Any:
+    """``config.getini(ini)``; a value pytest cannot convert is a usage error naming the key and an example."""
+    try:
+        return config.getini(ini)
+    except (pytest.UsageError, ValueError, TypeError) as exc:
+        raise pytest.UsageError(_ini_error(config, ini, f"is not valid ({exc})")) from None
+
+
+def _ini_error(config: pytest.Config, ini: str, problem: str) -> str:
+    where = f" in {config.inipath}" if config.inipath else ""
+    if ini in NUMBERS:
+        _type, rule, example = NUMBERS[ini]
+    else:
+        rule, example = "true or false", "true"
+    return (
+        f"ini setting {ini}{where} {problem}: it takes {rule}, for example `{ini} = {example}` "
+        f"(or on the command line {option_name(ini)}={example})."
+    )
+
+
 def setting(config: pytest.Config, ini: str, default: Any) -> Any:
+    """The option's value, else the ini value, else ``default``."""
     value = config.getoption(ini)
     if value is None:
-        value = config.getini(ini)
+        value = read_ini(config, ini)
     return default if value in (None, "", []) else value
 
 
-def _float(name: str, value: Any) -> float | None:
-    if value is None:
+def flag(config: pytest.Config, ini: str) -> bool:
+    """A flag: given on the command line, or true in the ini file."""
+    return bool(config.getoption(ini)) or bool(read_ini(config, ini))
+
+
+def number(config: pytest.Config, ini: str) -> float | int | None:
+    """A numeric setting (``NUMBERS``), from the command line or the ini file, checked; None when unset."""
+    _type, rule, example = NUMBERS[ini]
+    value = config.getoption(ini)
+    from_ini = value is None
+    if from_ini:
+        value = read_ini(config, ini)
+    if value in (None, ""):
         return None
+    out = _parse_number(ini, value)
+    if out is None:
+        if from_ini:
+            raise pytest.UsageError(_ini_error(config, ini, f"is {value!r}"))
+        opt = option_name(ini)
+        raise pytest.UsageError(f"{opt} takes {rule}, got {value!r}; for example {opt}={example}.")
+    return out
+
+
+def _parse_number(ini: str, value: Any) -> float | int | None:
+    """``value`` as the setting's number, or None when it is not a valid one."""
+    if isinstance(value, bool):
+        return None
+    if ini == "minix_memory":
+        text = str(value).strip()
+        return int(text) if text.isascii() and text.isdigit() and int(text) >= 16 else None
     try:
         out = float(value)
-    except ValueError:
-        raise pytest.UsageError(f"{name} must be a number of seconds, got {value!r}.") from None
-    if out <= 0:
-        raise pytest.UsageError(f"{name} must be positive, got {value!r}.")
-    return out
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
 
 
 def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
@@ -58,9 +143,7 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         arches = expand_arch(str(setting(config, "minix_arch", "i386")))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    memory = setting(config, "minix_memory", None)
-    if memory is not None and (not str(memory).isdigit() or int(memory) < 16):
-        raise pytest.UsageError(f"--minix-memory must be a whole number of MiB (at least 16), got {memory!r}.")
+    memory = number(config, "minix_memory")
     custom_log = setting(config, "minix_log_dir", None)
 
     def path(ini: str) -> Path | None:
@@ -73,17 +156,17 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         boot_dir=path("minix_boot_dir"),
         sha256=str(setting(config, "minix_sha256", "")),
         arm_image=path("minix_arm_image"),
-        offline=bool(config.getoption("minix_offline")) or offline_from_env(),
+        offline=flag(config, "minix_offline") or offline_from_env(),
     )
     return HarnessConfig(
         guest=str(setting(config, "minix_guest", "minix")),
         arches=arches,
         accel=str(setting(config, "minix_accel", "auto")),
-        boot_timeout=_float("--minix-boot-timeout", setting(config, "minix_boot_timeout", None)),
+        boot_timeout=number(config, "minix_boot_timeout"),
         memory=int(memory) if memory is not None else None,
         log_dir=Path(custom_log).resolve() if custom_log else log_dir,
         qemu_binaries={a: str(b) for a in ARCHES if (b := setting(config, f"minix_qemu_{a}", ""))},
-        network=bool(config.getoption("minix_network")),
+        network=flag(config, "minix_network"),
         minix=minix,
     )
 

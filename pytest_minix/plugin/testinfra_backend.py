@@ -1,4 +1,4 @@
-"""testinfra on the guest's serial shell: a backend, guest-aware modules, the ``minix_host`` and ``host`` fixtures.
+"""testinfra on the guest's serial shell: a backend, guest-aware modules, ``minix_host`` and ``--hosts=minix://ARCH``.
 
 The backend runs each testinfra command with ``vm.shell.run`` in a subshell: stdout and
 stderr stay separate, the exit status is the command's, the encoding is pinned to UTF-8
@@ -21,23 +21,35 @@ stderr stay separate, the exit status is the command's, the encoding is pinned t
   ``cmdline``) and knows ``pid``, ``ppid``, ``comm``, ``args`` and ``state``. ``lstart``
   is an identity token, not a time: Linux's start time in ticks, MINIX's endpoint.
 
-``host`` fixture resolution: pytest-testinfra's entry-point plugin also defines ``host``.
-For plugin fixtures the one registered last wins; entry points register in
-``importlib.metadata`` distribution order (pytest-minix comes before pytest-testinfra in
-this venv, so a plain ``host`` here would lose, and also when loaded early with ``-p``).
-So ``host`` lives on a small plugin object registered from ``pytest_configure``
-(``trylast``), after every entry-point and ``-p`` plugin: ours wins. Opt out with
-``-p no:minix_testinfra_host``; a ``host`` fixture in a conftest or test module still
-overrides both, as usual.
+Two ways in, neither touching pytest-testinfra's own ``host`` fixture (``--hosts=local://``,
+ssh and the rest keep working beside this plugin):
+
+* the ``minix_host`` fixture: a ``GuestHost`` on the ``guest`` VM, per arch like ``guest``;
+* a testinfra backend for ``minix://`` URLs: ``pytest --hosts=minix://i386`` (or ``arm``,
+  ``all`` for both; ``?timeout=120`` sets the per-command timeout) gives testinfra's ``host``
+  fixture the session's VM of that arch. testinfra makes the backend at collection time;
+  it boots nothing then: an autouse fixture binds it to the session's ``vm_pool`` when a
+  test uses it, and the VM boots on its first command (or the test skips, like ``guest``,
+  when the guest cannot be had here).
+
+testinfra has no public extension point for backends: its table
+``testinfra.backend.BACKENDS`` (scheme -> ``"module.Class"``, read by
+``get_backend_class``) is module data. ``register_backend`` adds ``minix`` to it at
+``pytest_configure`` and checks that ``get_backend_class("minix")`` returns our class, so a
+testinfra without that table (or with another ``minix``) is noticed: then ``--hosts=minix://``
+is a usage error that says why, and nothing else changes. Written against pytest-testinfra
+10.2 (the table has looked like this since testinfra 1.x).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
+import testinfra.backend
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 from testinfra.modules.file import File, GNUFile, NetBSDFile
@@ -45,14 +57,17 @@ from testinfra.modules.process import Process
 from testinfra.modules.systeminfo import SystemInfo
 from testinfra.modules.user import BSDUser, User
 
-from pytest_minix.errors import HarnessError
+from pytest_minix.errors import ConfigError, HarnessError
 from pytest_minix.guest.shell import parse_od
+from pytest_minix.plugin.media import need_media
+from pytest_minix.profiles import ARCHES, expand_arch
 
 if TYPE_CHECKING:
+    from pytest_minix.guest.pool import VMPool
     from pytest_minix.guest.vm import VM
 
 ENCODING = "utf-8"
-HOST_PLUGIN_NAME = "minix_testinfra_host"
+SCHEME = "minix"  # --hosts=minix://i386
 PROCESS_FIELDS = ("pid", "ppid", "comm", "args", "state")
 
 # One record per process: "@<pid>", the stat (Linux) or psinfo (MINIX) line, then the
@@ -77,8 +92,13 @@ class SerialShellBackend(BaseBackend):  # type: ignore[misc]
 
     def __init__(self, vm: VM, timeout: float = 60.0) -> None:
         super().__init__(f"{vm.profile.name}-{vm.arch}")
-        self.vm = vm
+        self._vm = vm
         self.timeout = timeout
+
+    @property
+    def vm(self) -> VM:
+        """The VM the commands run on."""
+        return self._vm
 
     def get_encoding(self) -> str:
         # BaseBackend asks a guest Python; the console decodes UTF-8 whatever the guest says.
@@ -355,6 +375,118 @@ def guest_host(vm: VM, timeout: float = 60.0) -> GuestHost:
     return host
 
 
+class MinixBackend(SerialShellBackend):
+    """testinfra backend for ``minix://ARCH`` URLs: the session's VM of that arch, booted on first use.
+
+    testinfra constructs it at collection (``klass(host, **kwargs)``, kwargs from the URL's
+    query and its own options); ``bind`` gives it the session's VM pool before a test runs.
+    """
+
+    NAME = SCHEME
+
+    def __init__(self, hostname: str, *args: Any, timeout: str | float | None = None, **kwargs: Any) -> None:
+        BaseBackend.__init__(self, hostname, *args, **kwargs)
+        arches = self.get_hosts(hostname)
+        if len(arches) != 1:
+            raise ConfigError(
+                f"{SCHEME}://{hostname} names {len(arches)} arches; a host is one of {', '.join(ARCHES)}."
+            )
+        self.arch = arches[0]
+        try:
+            self.timeout = float(timeout) if timeout not in (None, "") else 60.0
+        except (TypeError, ValueError):
+            raise ConfigError(f"{SCHEME}://{hostname}?timeout={timeout}: the timeout is seconds, e.g. 120.") from None
+        self._pool: VMPool | None = None
+
+    @classmethod
+    def get_hosts(cls, host: str | None, **kwargs: Any) -> list[str]:
+        """``i386``, ``arm``, or ``all`` for both."""
+        if host not in (*ARCHES, "all"):
+            urls = ", ".join(f"{SCHEME}://{a}" for a in (*ARCHES, "all"))
+            raise ConfigError(f"{SCHEME}://{host or ''} names no arch of pytest-minix; use {urls}.")
+        return list(expand_arch(host))
+
+    def bind(self, pool: VMPool) -> None:
+        """Run on ``pool``'s VM from now on (a new session's pool: the host's cached probes are dropped)."""
+        if pool is self._pool:
+            return
+        self._pool = pool
+        if self._host is not None:
+            for name in [n for n in vars(self._host) if n != "backend"]:
+                delattr(self._host, name)  # system_info, modules, has_command_v: probed again
+
+    @property
+    def vm(self) -> VM:
+        if self._pool is None:
+            raise HarnessError(
+                f"{SCHEME}://{self.hostname} is not bound to a VM pool: use it through pytest-testinfra's "
+                f"`host` fixture with --hosts={SCHEME}://{self.hostname} (or the minix_host fixture)."
+            )
+        return self._pool.get(self.arch)
+
+    def set_host(self, host: testinfra.host.Host) -> None:
+        # testinfra makes a plain Host for every --hosts backend. GuestHost is a subclass with no
+        # state of its own (only its module table), so the Host becomes one: host.file,
+        # host.process, host.user and host.system_info then fit the guest.
+        if type(host) is testinfra.host.Host:
+            host.__class__ = GuestHost
+        super().set_host(host)
+
+
+def _testinfra_version() -> str:
+    try:
+        return importlib.metadata.version("pytest-testinfra")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown)"
+
+
+def register_backend() -> str | None:
+    """Put ``minix`` in testinfra's backend table; None when done, else why it cannot be."""
+    table = getattr(testinfra.backend, "BACKENDS", None)
+    lookup = getattr(testinfra.backend, "get_backend_class", None)
+    where = f"pytest-testinfra {_testinfra_version()}"
+    if not isinstance(table, dict) or not callable(lookup):
+        return f"{where} has no backend table (testinfra.backend.BACKENDS and get_backend_class)"
+    path = f"{MinixBackend.__module__}.{MinixBackend.__qualname__}"
+    if table.get(SCHEME, path) != path:
+        return f"{where} already has a {SCHEME!r} backend ({table[SCHEME]})"
+    table[SCHEME] = path
+    try:
+        found = lookup(SCHEME)
+    except Exception as exc:  # noqa: BLE001 - any failure means the table works differently
+        found = exc
+    if found is not MinixBackend:
+        del table[SCHEME]
+        return f"{where} does not resolve backends through its table as expected (got {found!r})"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    problem = register_backend()
+    hosts = str(config.getoption("hosts", None) or "")
+    if problem is not None and f"{SCHEME}://" in hosts:
+        raise pytest.UsageError(
+            f"--hosts={hosts}: the {SCHEME}:// backend cannot be registered: {problem}. "
+            "Use the minix_host fixture instead, or pytest-testinfra 10."
+        )
+
+
+@pytest.fixture(autouse=True)
+def _minix_testinfra_url_host(request: pytest.FixtureRequest) -> None:
+    """Binds a ``--hosts=minix://ARCH`` host of pytest-testinfra to the session's VM pool.
+
+    Only tests parametrized with such a host request ``vm_pool``; every other test (a
+    ``local://`` host included) is left alone and boots nothing.
+    """
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    backend = getattr(params.get("_testinfra_host"), "backend", None)
+    if not isinstance(backend, MinixBackend):
+        return
+    pool: VMPool = request.getfixturevalue("vm_pool")
+    need_media(request, pool, backend.arch)
+    backend.bind(pool)
+
+
 @pytest.fixture(scope="session")
 def _minix_hosts() -> dict[int, GuestHost]:
     """One Host per VM of the session, so system_info is probed once per boot."""
@@ -368,19 +500,3 @@ def minix_host(guest: VM, _minix_hosts: dict[int, GuestHost]) -> GuestHost:
     if host is None or host.backend.vm is not guest:  # a rebooted VM is a new object
         host = _minix_hosts[id(guest)] = guest_host(guest)
     return host
-
-
-class _HostFixturePlugin:
-    """Holds ``host``: registered from pytest_configure so that it wins over pytest-testinfra's."""
-
-    @pytest.fixture
-    def host(self, minix_host: GuestHost) -> GuestHost:
-        """testinfra ``Host`` on the guest VM (same as ``minix_host``)."""
-        return minix_host
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_configure(config: pytest.Config) -> None:
-    # register() of a name blocked with -p no:minix_testinfra_host does nothing.
-    if not config.pluginmanager.has_plugin(HOST_PLUGIN_NAME):
-        config.pluginmanager.register(_HostFixturePlugin(), HOST_PLUGIN_NAME)

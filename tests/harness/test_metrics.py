@@ -135,23 +135,6 @@ def test_meminfo_formats() -> None:
     assert meminfo_total_mib("garbage") is None
 
 
-def test_progress_redraws_one_line_and_clears_it() -> None:
-    import io
-
-    from pytest_minix.plugin.progress import Progress
-
-    out = io.StringIO()
-    p = Progress(out)
-    p("boot round 1/3 (minix i386): multiuser at 4.2 s")
-    p.done()
-    text = out.getvalue()
-    assert text.startswith("\r\x1b[Kpytest-minix: boot round 1/3 (minix i386): multiuser at 4.2 s,")
-    assert text.endswith("\r\x1b[K") and "\n" not in text  # redrawn in place, never a new line
-    silent = Progress(None)
-    silent("x")
-    silent.done()  # no terminal: nothing at all
-
-
 def test_trace_output_parsing_from_the_man_page_examples() -> None:
     """Formats from minix/usr.bin/trace/trace.1 (source-derived: trace output was never captured live)."""
     from pytest_minix.measure.minix import parse_trace

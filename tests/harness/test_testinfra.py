@@ -1,4 +1,8 @@
-"""testinfra over the serial shell: the MINIX/busybox mappings with a fake backend, then the real guest."""
+"""testinfra over the serial shell: the MINIX/busybox mappings with a fake backend, then the real guest.
+
+Also: pytest-testinfra's own ``host`` stays testinfra's (``--hosts=local://`` is the local
+machine, no VM), and the guest is reachable by ``minix_host`` and by ``--hosts=minix://ARCH``.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import testinfra.backend
+import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 from testinfra.modules.file import GNUFile, NetBSDFile
 
+from pytest_minix.errors import ConfigError, HarnessError
 from pytest_minix.guest.shell import Result
+from pytest_minix.paths import CACHE_ENV, cache_root
 from pytest_minix.plugin.testinfra_backend import (
     PROC_ALL,
     PROC_ONE,
     GuestHost,
     LinuxGuestFile,
+    MinixBackend,
     MinixFile,
     OutputTruncated,
     SerialShellBackend,
     parse_proc_listing,
+    register_backend,
 )
 
 
@@ -190,38 +200,109 @@ def test_backend_refuses_truncated_output() -> None:
         backend.run("cat /big")
 
 
-INNER_CONFTEST = """
-import pytest
+# -- pytest-testinfra's host is left alone -------------------------------------------------------
 
-@pytest.fixture
-def minix_host():
-    return "guest-host"
+LOCAL_TEST = """
+import testinfra.host
+
+def test_local(host, request):
+    assert request.config.pluginmanager.has_plugin("minix")  # pytest-minix is loaded
+    assert type(host) is testinfra.host.Host  # testinfra's, not a GuestHost
+    assert host.backend.get_connection_type() == "local"
+    assert host.check_output("echo %s", "from-the-host") == "from-the-host"
+    assert host.file("/proc/self").exists
 """
 
-INNER_TEST = """
-def test_which(host):
-    print("HOST=" + repr(host))
-"""
 
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (("-p", "pytest_minix.plugin.testinfra_backend"), "HOST='guest-host'"),
-        # Registered early with -p, a plain plugin fixture would lose to pytest-testinfra's entry point.
-        (
-            ("-p", "pytest_minix.plugin.testinfra_backend", "-p", "no:minix_testinfra_host"),
-            "HOST=<testinfra.host.Host local>",
-        ),
-    ],
-    ids=["ours-wins", "opt-out"],
-)
-def test_host_fixture_resolution(pytester: pytest.Pytester, args: tuple[str, ...], expected: str) -> None:
-    pytester.makeconftest(INNER_CONFTEST)
-    pytester.makepyfile(test_inner=INNER_TEST)
-    result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
+@pytest.mark.parametrize("hosts", [("--hosts=local://",), ()], ids=["hosts-local", "no-hosts"])
+def test_plain_testinfra_host_stays_local(
+    pytester: pytest.Pytester, hosts: tuple[str, ...], session_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not marked qemu: if the plugin booted a VM for ``host``, the QEMU guard would fail this test."""
+    monkeypatch.setenv(CACHE_ENV, str(session_cache))  # the built reference guest: a boot would be tried at once
+    pytester.makepyfile(test_inner=LOCAL_TEST)
+    # With the reference guest (built here) a plugin that took over ``host`` would try to boot it.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--minix-guest=reference", *hosts)
     result.assert_outcomes(passed=1)
-    assert expected in result.stdout.str()
+
+
+URL_COLLECT = """
+def test_url(host):
+    pass
+"""
+
+
+def test_minix_url_collects_without_booting(pytester: pytest.Pytester) -> None:
+    """``--hosts=minix://all`` is two hosts, made at collection; nothing boots (not marked qemu)."""
+    pytester.makepyfile(test_inner=URL_COLLECT)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--hosts=minix://all", "--collect-only", "-q")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["test_inner.py::test_url[[]minix://arm[]]", "test_inner.py::test_url[[]minix://i386[]]"]
+    )
+
+
+def test_minix_url_with_an_unknown_arch_says_which_exist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner=URL_COLLECT)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--hosts=minix://sparc")
+    assert result.ret != 0
+    assert "minix://sparc names no arch of pytest-minix; use minix://i386, minix://arm, minix://all" in (
+        result.stdout.str() + result.stderr.str()
+    )
+
+
+def test_backend_is_registered_in_testinfras_table() -> None:
+    assert register_backend() is None  # idempotent: the plugin registered it at configure
+    assert testinfra.backend.get_backend_class("minix") is MinixBackend
+    host = testinfra.host.Host.get_host("minix://arm?timeout=7")
+    assert isinstance(host, GuestHost) and isinstance(host.backend, MinixBackend)
+    assert (host.backend.arch, host.backend.timeout, host.backend.get_pytest_id()) == ("arm", 7.0, "minix://arm")
+    with pytest.raises(HarnessError, match="not bound to a VM pool"):
+        host.run("true")  # outside a test that uses it through --hosts: no VM, and no boot
+
+
+def test_registration_guard(monkeypatch: pytest.MonkeyPatch, pytester: pytest.Pytester) -> None:
+    """A testinfra without the backend table: registration says why, and --hosts=minix:// is a usage error."""
+    monkeypatch.delattr(testinfra.backend, "BACKENDS")
+    assert "has no backend table" in (register_backend() or "")
+    pytester.makepyfile(test_inner=URL_COLLECT)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--hosts=minix://i386")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "the minix:// backend cannot be registered" in result.stderr.str()
+    # Another backend already named minix is not replaced.
+    monkeypatch.undo()
+    monkeypatch.setitem(testinfra.backend.BACKENDS, "minix", "somebody.else.Backend")
+    assert "already has a 'minix' backend (somebody.else.Backend)" in (register_backend() or "")
+    assert testinfra.backend.BACKENDS["minix"] == "somebody.else.Backend"
+
+
+class FakePool:
+    def __init__(self, vm: Any) -> None:
+        self.vm = vm
+        self.asked: list[str] = []
+
+    def get(self, arch: str) -> Any:
+        self.asked.append(arch)
+        return self.vm
+
+
+def test_minix_backend_runs_on_the_bound_pools_vm() -> None:
+    backend = MinixBackend("i386", connection="minix", sudo=False, ssh_config=None)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    assert type(host) is GuestHost  # testinfra's plain Host gets the guest-aware modules
+    pool = FakePool(FakeVM(Result("", 0, "Linux\n6.1.0\ni686\n", "", 0.01)))
+    backend.bind(pool)  # type: ignore[arg-type]
+    assert host.run("uname -s").stdout == "Linux\n6.1.0\ni686\n" and pool.asked == ["i386"]
+    assert host.system_info.kernel == "Linux" and "system_info" in vars(host)
+    backend.bind(pool)  # type: ignore[arg-type]  # same pool: cached probes kept
+    assert "system_info" in vars(host)
+    backend.bind(FakePool(pool.vm))  # type: ignore[arg-type]  # a new session's pool: probed again
+    assert "system_info" not in vars(host) and host.backend is backend
+    with pytest.raises(ConfigError, match="names 2 arches"):
+        MinixBackend("all")
+    with pytest.raises(ConfigError, match="the timeout is seconds"):
+        MinixBackend("arm", timeout="soon")
 
 
 # -- the real guest ---------------------------------------------------------------
@@ -231,95 +312,133 @@ def is_minix(host: GuestHost) -> bool:
     return bool(host.system_info.kernel == "Minix")
 
 
-def test_host_fixture_is_the_guest(host: GuestHost, minix_host: GuestHost, guest: Any) -> None:
-    assert host is minix_host and isinstance(host, GuestHost)
-    assert host.backend.vm is guest
+def test_minix_host_is_the_guest(minix_host: GuestHost, guest: Any) -> None:
+    host = minix_host
+    assert isinstance(host, GuestHost) and host.backend.vm is guest
     assert host.backend.get_pytest_id() == f"minix-serial://{guest.profile.name}-{guest.arch}"
+    assert host.check_output("uname -s") == guest.profile.uname_s
 
 
-def test_run_streams_status_and_encoding(host: GuestHost) -> None:
-    r = host.run("echo hi")
+URL_TEST = """
+import testinfra.host
+from pytest_minix.plugin.testinfra_backend import GuestHost, MinixBackend
+
+def test_url_host(host, vm_pool):
+    assert isinstance(host, GuestHost) and isinstance(host.backend, MinixBackend)
+    assert host.backend.vm is vm_pool.get("{arch}")
+    assert host.check_output("uname -s") == "Linux"
+    assert host.system_info.distribution == "busybox"
+    assert host.file("/etc/passwd").contains("root")
+    assert host.process.get(pid=1).comm in ("init", "busybox")
+    assert host.user().name == "root"
+"""
+
+
+@pytest.fixture(scope="session")
+def session_cache() -> Path:
+    """The session's cache (its reference guest), read before pytester points HOME elsewhere."""
+    return cache_root()
+
+
+@pytest.mark.qemu
+def test_hosts_url_reaches_the_guest(
+    pytester: pytest.Pytester, pytestconfig: pytest.Config, session_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pytest --hosts=minix://ARCH``: testinfra's own ``host`` fixture on the session's VM."""
+    monkeypatch.setenv(CACHE_ENV, str(session_cache))
+    arch = pytestconfig.getoption("minix_arch") or "i386"
+    arch = "i386" if arch == "all" else arch
+    pytester.makepyfile(test_inner=URL_TEST.replace("{arch}", arch))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--hosts=minix://{arch}", "--minix-guest=reference", "--minix-accel=tcg", "-v"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"test_inner.py::test_url_host[[]minix://{arch}[]]*"])  # testinfra's id
+
+
+def test_run_streams_status_and_encoding(minix_host: GuestHost) -> None:
+    r = minix_host.run("echo hi")
     assert (r.rc, r.stdout, r.stderr) == (0, "hi\n", "")
-    r = host.run("echo out; echo err >&2; exit 3")
+    r = minix_host.run("echo out; echo err >&2; exit 3")
     assert (r.rc, r.stdout, r.stderr) == (3, "out\n", "err\n")
-    assert host.check_output("echo %s", "a  b;c") == "a  b;c"  # args are quoted
-    assert host.check_output("printf 'caf\\303\\251'") == "café"
-    r = host.run_expect([1], "grep -q %s /etc/passwd", "no-such-user-here")
+    assert minix_host.check_output("echo %s", "a  b;c") == "a  b;c"  # args are quoted
+    assert minix_host.check_output("printf 'caf\\303\\251'") == "café"
+    r = minix_host.run_expect([1], "grep -q %s /etc/passwd", "no-such-user-here")
     assert r.rc == 1 and r.failed
     with pytest.raises(AssertionError, match="Unexpected exit code 1"):
-        host.check_output("false")
+        minix_host.check_output("false")
     # A subshell per command: neither cd nor exit reaches the login shell.
-    before = host.check_output("pwd")
-    assert host.run("cd /proc && exit 7").rc == 7
-    assert host.check_output("pwd") == before
-    assert host.exists("od") and not host.exists("no-such-command-xyz")
+    before = minix_host.check_output("pwd")
+    assert minix_host.run("cd /proc && exit 7").rc == 7
+    assert minix_host.check_output("pwd") == before
+    assert minix_host.exists("od") and not minix_host.exists("no-such-command-xyz")
 
 
-def test_system_info(host: GuestHost, guest: Any) -> None:
-    info = host.system_info
-    if is_minix(host):
+def test_system_info(minix_host: GuestHost, guest: Any) -> None:
+    info = minix_host.system_info
+    if is_minix(minix_host):
         assert (info.type, info.distribution) == ("netbsd", "minix")
     else:
         assert (info.type, info.distribution, info.kernel) == ("linux", "busybox", "Linux")
         assert info.release.count(".") >= 1
-    assert info.arch == host.check_output("uname -m")
-    assert info.kernel_release == host.check_output("uname -r")
+    assert info.arch == minix_host.check_output("uname -m")
+    assert info.kernel_release == minix_host.check_output("uname -r")
 
 
-def test_file_passwd(host: GuestHost) -> None:
-    f = host.file("/etc/passwd")
+def test_file_passwd(minix_host: GuestHost) -> None:
+    f = minix_host.file("/etc/passwd")
     assert f.exists and f.is_file and not f.is_directory
     assert f.contains("root") and not f.contains("^no-such-user:")
     assert (f.user, f.uid, f.gid, f.mode) == ("root", 0, 0, 0o644)
     assert f.content_string.startswith("root:")
-    assert not host.file("/etc/no-such-file").exists
+    assert not minix_host.file("/etc/no-such-file").exists
 
 
-def test_file_written_in_the_guest(host: GuestHost) -> None:
+def test_file_written_in_the_guest(minix_host: GuestHost) -> None:
     path, d = "/tmp/pm-testinfra-x", "/tmp/pm-testinfra-d"
     data = b"caf\xc3\xa9\r\nx\x01\n"
     try:
-        host.run_expect([0], "printf 'caf\\303\\251\\r\\nx\\001\\n' > %s && chmod 640 %s", path, path)
-        f = host.file(path)
+        minix_host.run_expect([0], "printf 'caf\\303\\251\\r\\nx\\001\\n' > %s && chmod 640 %s", path, path)
+        f = minix_host.file(path)
         assert f.exists and f.is_file
         assert f.content == data  # exact bytes: \r and \x01 survive
         assert f.content_string == data.decode()
         assert (f.size, f.mode, f.user) == (len(data), 0o640, "root")
-        if not is_minix(host):
+        if not is_minix(minix_host):
             assert f.sha256sum == hashlib.sha256(data).hexdigest()
             assert f.md5sum == hashlib.md5(data).hexdigest()
-            assert host.file("/bin/ps").is_symlink and host.file("/bin/ps").linked_to == "/bin/busybox"
-        host.run_expect([0], "mkdir -p %s && touch %s/b %s/a", d, d, d)
-        assert host.file(d).is_directory
-        assert sorted(host.file(d).listdir()) == ["a", "b"]
+            assert minix_host.file("/bin/ps").is_symlink and minix_host.file("/bin/ps").linked_to == "/bin/busybox"
+        minix_host.run_expect([0], "mkdir -p %s && touch %s/b %s/a", d, d, d)
+        assert minix_host.file(d).is_directory
+        assert sorted(minix_host.file(d).listdir()) == ["a", "b"]
     finally:
-        host.run("rm -rf %s %s", path, d)
-    assert not host.file(path).exists
+        minix_host.run("rm -rf %s %s", path, d)
+    assert not minix_host.file(path).exists
 
 
-def test_processes(host: GuestHost, guest: Any) -> None:
-    init = host.process.get(pid=1)
+def test_processes(minix_host: GuestHost, guest: Any) -> None:
+    init = minix_host.process.get(pid=1)
     # Linux reports init's parent as 0; MINIX's ps shows init as its own parent.
     assert init.ppid == (1 if guest.profile.name == "minix" else 0) and "init" in init.args
     # $$ in the subshell is the login shell's pid; its ancestors lead to pid 1.
-    shell = host.process.get(pid=int(host.check_output("echo $$")))
+    shell = minix_host.process.get(pid=int(minix_host.check_output("echo $$")))
     assert shell.comm.endswith("sh")
-    procs = {p.pid: p for p in host.process.filter()}
+    procs = {p.pid: p for p in minix_host.process.filter()}
     chain, pid = [], shell.pid
     while pid not in (0, 1) and len(chain) < 10:
         chain.append(procs[pid].comm)
         pid = procs[pid].ppid
     assert pid == 1, chain
     # init's children include the console's getty, or the login it became.
-    assert {p.comm for p in host.process.filter(ppid=1)} & {"getty", "login"}
-    assert host.process.refresh(1)["pid"] == 1
-    assert host.process.refresh(999999) is None
-    assert parse_proc_listing(host.check_output(PROC_ONE % 1))[0]["comm"] == init.comm
+    assert {p.comm for p in minix_host.process.filter(ppid=1)} & {"getty", "login"}
+    assert minix_host.process.refresh(1)["pid"] == 1
+    assert minix_host.process.refresh(999999) is None
+    assert parse_proc_listing(minix_host.check_output(PROC_ONE % 1))[0]["comm"] == init.comm
 
 
-def test_user(host: GuestHost) -> None:
-    root = host.user("root")
+def test_user(minix_host: GuestHost) -> None:
+    root = minix_host.user("root")
     assert root.exists and (root.uid, root.gid) == (0, 0)
     assert (root.home, root.shell) == ("/root", "/bin/sh")
-    assert host.user().name == "root"
-    assert not host.user("no-such-user-xyz").exists
+    assert minix_host.user().name == "root"
+    assert not minix_host.user("no-such-user-xyz").exists
