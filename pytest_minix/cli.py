@@ -1,4 +1,8 @@
-"""The ``pytest-minix`` command: images (fetch, verify, list, prune), the reference guest, a serial console."""
+"""The ``pytest-minix`` command: the claims suites (validate), images (fetch, verify, list, prune),
+the reference guest, a serial console, merged reports and the MCP server.
+
+Help texts are plain text (no Markdown or reST): argparse prints them as they are.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,87 @@ import select
 import sys
 import tempfile
 import termios
+import textwrap
+import tomllib
 import tty
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_minix.errors import ConfigError, GuestUnavailable, HarnessError, ImageError
 from pytest_minix.media.minix import add_source_options
 from pytest_minix.profiles import ARCHES, available_guests, expand_arch, load_profile
 
+DESCRIPTION = (
+    "Boot MINIX 3 (or the Linux reference guest) under QEMU and validate claims about it. "
+    "validate runs the shipped claims suites with pytest; the other commands manage images, "
+    "the reference guest, a serial console, merged reports and the MCP server."
+)
+
 DETACH = b"\x1d"  # Ctrl-], as in telnet and virsh console
+
+# The exit status of each command: (command, status, meaning); the rows of EVERY apply to every
+# command but validate, which returns pytest's. The README's "Exit codes" table is the same list
+# (tests/harness/test_cli.py compares them). No meaning contains a semicolon: the README joins them with one.
+EVERY = "every other command"
+EXIT_CODES: list[tuple[str, str, str]] = [
+    ("validate", "0", "every selected test passed or skipped (an inconclusive or reported claim)"),
+    ("validate", "1", "a test failed: a claim refuted, or inconclusive under --minix-claims-strict"),
+    ("validate", "2", "interrupted (Ctrl-C)"),
+    ("validate", "3", "pytest internal error"),
+    ("validate", "4", "usage error: a bad option or ini value"),
+    ("validate", "5", "no tests collected (-k or -m matched none)"),
+    ("validate", "10", "the harness broke (no QEMU, a bad image, a guest that never booted)"),
+    (
+        "validate",
+        "11",
+        "claims not run: their guest was unavailable (no image and downloads off, no machine for the arch), "
+        "unless --minix-allow-not-run",
+    ),
+    ("fetch", "0", "the image is cached and verified (path and SHA-256 on stdout)"),
+    ("fetch", "2", "error: unknown release, checksum mismatch, the cache not writable"),
+    ("fetch", "3", "unavailable: not cached and downloads are off, or the download failed"),
+    ("images", "0", "listed or pruned"),
+    ("verify", "0", "the image matches its record and pin"),
+    ("verify", "1", "the image does not match, is not cached or cannot be read"),
+    ("verify", "2", "error: unknown release, a malformed --sha256"),
+    ("build-reference", "0", "built, or the cached build verified"),
+    ("build-reference", "2", "the build failed (the message says why and what to do)"),
+    ("guests", "0", "listed"),
+    ("console", "0", "detached with Ctrl-] (the VM is stopped)"),
+    ("console", "1", "the console ended otherwise: QEMU exited, or the end of input"),
+    ("console", "2", "error: unknown guest, a bad option or ini value, QEMU missing, the boot failed"),
+    ("console", "3", "unavailable here: no MINIX image and downloads off, or this QEMU lacks the machine"),
+    ("merge-reports", "0", "merged"),
+    ("merge-reports", "1", "a merged claim is refuted (only with --fail-on-refuted)"),
+    ("merge-reports", "2", "a report cannot be read, or does not fit the others"),
+    ("mcp", "0", "the client closed the connection"),
+    ("mcp", "2", "the mcp extra is not installed, or a bad option"),
+    ("mcp", "128+N", "stopped by signal N (SIGTERM, SIGHUP, SIGINT) after shutting every VM down"),
+    (EVERY, "2", "bad arguments (the usage message says which), or a harness error"),
+    (EVERY, "130", "interrupted with Ctrl-C"),
+]
+
+
+def exit_codes_text(command: str | None = None) -> str:
+    """The exit codes as a plain-text table: all of them, or one command's (with those of every command)."""
+    rows = [r for r in EXIT_CODES if command is None or r[0] == command or (r[0] == EVERY and command != "validate")]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"  {cmd:<{width}}  {status:>5}  {meaning}" for cmd, status, meaning in rows]
+    if command is not None:
+        lines = [f"  {status:>5}  {meaning}" for _cmd, status, meaning in rows]
+    return "exit status:\n" + "\n".join(lines)
+
+
+def package_version() -> str:
+    """The installed distribution's version (what pip installed, editable or not)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-minix")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install pytest-minix)"
 
 
 def _arches(value: str) -> tuple[str, ...]:
@@ -102,11 +179,133 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the pytest configuration file: console settings, validate's rootdir --------------------------
+# pytest's own search order (pytest >= 9 adds the TOML files): in the current directory, then
+# in each parent, the first of these that holds pytest settings.
+CONFIG_NAMES = ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+
+
+@dataclass(frozen=True)
+class PytestConfig:
+    """A pytest configuration file and its settings (TOML values keep their types, INI values are strings)."""
+
+    path: Path
+    values: dict[str, object]
+
+
+def read_pytest_config(path: Path) -> dict[str, object] | None:
+    """The pytest settings in ``path`` as pytest reads them, or None if it holds none (not a pytest config)."""
+    try:
+        if path.suffix == ".toml":
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+            if path.name in ("pytest.toml", ".pytest.toml"):
+                table = doc.get("pytest", {})
+                return dict(table) if isinstance(table, dict) else {}
+            tool = doc.get("tool", {}).get("pytest")
+            if not isinstance(tool, dict):
+                return None
+            native = {k: v for k, v in tool.items() if k != "ini_options"}  # [tool.pytest], pytest >= 9
+            ini = tool.get("ini_options")
+            return native or (dict(ini) if isinstance(ini, dict) else None)
+        import iniconfig
+
+        sections = iniconfig.IniConfig(path).sections
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, iniconfig.ParseError) as exc:
+        raise ConfigError(f"Cannot read the pytest configuration {path}: {exc}. Fix or remove the file.") from None
+    section = "tool:pytest" if path.name == "setup.cfg" else "pytest"
+    if section in sections:
+        return dict(sections[section])
+    return {} if path.name in ("pytest.ini", ".pytest.ini") else None
+
+
+def find_pytest_config(start: Path) -> PytestConfig | None:
+    """The configuration file pytest would use when run in ``start`` without arguments."""
+    for base in (start, *start.parents):
+        for name in CONFIG_NAMES:
+            path = base / name
+            if path.is_file() and (values := read_pytest_config(path)) is not None:
+                return PytestConfig(path, values)
+    return None
+
+
+def ini_key(option: str) -> str:
+    """The plugin's ini twin of an option: ``--minix-memory`` -> ``minix_memory``, ``--arch`` -> ``minix_arch``."""
+    return "minix_arch" if option == "--arch" else option.lstrip("-").replace("-", "_")
+
+
+# Console settings when neither the command line nor the ini file gives one.
+CONSOLE_DEFAULTS: dict[str, object] = {
+    "guest": "minix",
+    "arch": "i386",
+    "accel": "auto",
+    "network": False,
+    "offline": False,
+}
+TRUE, FALSE = ("1", "true", "yes", "y", "on", "t"), ("0", "false", "no", "n", "off", "f")
+
+
+def console_ini_options(parser: argparse.ArgumentParser) -> dict[str, tuple[str, bool]]:
+    """The console's options that the ini file can set: dest -> (ini key, is a flag)."""
+    out = {}
+    for action in parser._actions:
+        opt = next((o for o in action.option_strings if o == "--arch" or o.startswith("--minix-")), None)
+        if opt is not None:
+            out[action.dest] = (ini_key(opt), action.nargs == 0)
+    return out
+
+
+def _ini_value(dest: str, key: str, flag: bool, raw: object, where: Path) -> object:
+    """An ini value for a console setting, checked like the command line checks it."""
+    if flag:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text not in TRUE + FALSE:
+            raise ConfigError(f"{key} = {raw!r} in {where} is not true or false.")
+        return text in TRUE
+    text = str(raw).strip()
+    if dest == "arch":
+        if text != "all" and text not in ARCHES:
+            raise ConfigError(f"{key} = {text!r} in {where} is not supported; use one of {', '.join(ARCHES)} or all.")
+        return expand_arch(text)[0]  # the console boots one arch: the first of all
+    if dest == "accel" and text not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"{key} = {text!r} in {where} is not one of auto, kvm, tcg.")
+    if dest == "memory":
+        if not text.isdigit() or int(text) < 16:
+            raise ConfigError(f"{key} = {text!r} in {where} is not a whole number of MiB (at least 16).")
+        return int(text)
+    if dest in ("log_dir", "minix_image", "minix_boot_dir", "minix_arm_image"):
+        return str(Path(text).expanduser())
+    return text
+
+
+def apply_console_ini(args: argparse.Namespace, found: PytestConfig | None) -> list[str]:
+    """Fill the console settings not given on the command line from the ini file, then the defaults.
+
+    Returns the ini keys that were used. The command line wins; the keys are the plugin's.
+    """
+    used = []
+    for dest, (key, flag) in args.ini_options.items():
+        given = getattr(args, dest)
+        if given is not None and not (flag and given is False):
+            continue
+        if found is not None and found.values.get(key) not in (None, ""):
+            setattr(args, dest, _ini_value(dest, key, flag, found.values[key], found.path))
+            used.append(key)
+        else:
+            setattr(args, dest, CONSOLE_DEFAULTS.get(dest, False if flag else None))
+    return used
+
+
 def cmd_console(args: argparse.Namespace) -> int:
     """Boot a guest and join the terminal to its serial console until Ctrl-] or QEMU exits."""
     from pytest_minix.guest.pool import HarnessConfig, VMPool
     from pytest_minix.media.minix import source_from_args
 
+    found = find_pytest_config(Path.cwd())
+    used = apply_console_ini(args, found)
+    if found is not None and used:
+        print(f"pytest-minix console: from {found.path}: {', '.join(used)}", file=sys.stderr)
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
     src = source_from_args(args)
     qemu = {a: q for a in ARCHES if (q := getattr(args, f"qemu_{a}", None))}
@@ -198,17 +397,94 @@ def cmd_merge_reports(args: argparse.Namespace) -> int:
     return 1 if refuted and args.fail_on_refuted else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pytest-minix", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build-reference", help="build (or check) the reference guest from Debian packages")
+# pytest options that choose the configuration file or the rootdir: validate leaves both to them.
+_CONFIG_OPTIONS = ("-c", "--config-file", "--rootdir", "--inifile")
+
+
+def validate_args(pytest_args: Sequence[str], cwd: Path, suites: Sequence[Path]) -> list[str]:
+    """pytest's arguments for ``validate``: the configuration of ``cwd`` (as for ``pytest --pyargs``), then the suites.
+
+    The suites may live in site-packages, far from the project: without ``-c`` pytest would
+    look for its configuration above them instead of where the user runs the command.
+    """
+    args = list(pytest_args)
+    chosen = any(a in _CONFIG_OPTIONS or a.startswith(tuple(f"{o}=" for o in _CONFIG_OPTIONS)) for a in args)
+    if not chosen:
+        found = find_pytest_config(cwd)
+        args = ["-c", str(found.path), *args] if found else [f"--rootdir={cwd}", *args]
+    return [*args, *map(str, suites)]
+
+
+def cmd_validate(pytest_args: Sequence[str]) -> int:
+    """Run pytest on the shipped claims suites with these arguments; pytest's exit status.
+
+    pytest runs in a child interpreter, as the ``pytest`` command would: in this process the
+    plugin is already imported and pytest could not rewrite its asserts.
+    """
+    import subprocess
+
+    from pytest_minix.paths import suite_dirs
+
+    try:
+        suites = suite_dirs()
+    except FileNotFoundError as exc:
+        print(f"pytest-minix: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pytest-minix validate: the claims suites in {suites[0].parent}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *validate_args(pytest_args, Path.cwd(), suites)])
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached pytest too: it ends the session and reports
+            continue
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs keep their line breaks (the exit-code tables)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pytest-minix",
+        description=textwrap.fill(DESCRIPTION, 79),
+        epilog=exit_codes_text(),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
+
+    def command(name: str, help_: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(  # type: ignore[no-any-return]
+            name,
+            help=help_,
+            description=textwrap.fill(help_[0].upper() + help_[1:] + ".", 79),
+            formatter_class=_Formatter,
+            **kwargs,
+        )
+
+    val = command(
+        "validate",
+        "run the claims suites (boot, syscalls, memory) with pytest; every argument goes to pytest",
+        add_help=False,
+        usage="pytest-minix validate [pytest arguments ...]",
+    )
+    val.add_argument(
+        "pytest_args",
+        nargs=argparse.REMAINDER,
+        metavar="pytest arguments",
+        help="passed to pytest as they are, for example --arch=all --minix-claims-report=out/validation.json "
+        "(pytest-minix validate --help shows pytest's help, with the pytest-minix options)",
+    )
+    val.set_defaults(func=lambda args: cmd_validate(args.pytest_args))
+
+    b = command("build-reference", "build (or check) the reference guest from Debian packages")
     b.add_argument("--arch", type=_arches, default=ARCHES, help="i386, arm or all (default all)")
     b.add_argument("--force", action="store_true", help="rebuild even if the cache is valid")
     b.set_defaults(func=cmd_build_reference)
-    g = sub.add_parser("guests", help="list the guest profiles")
+    g = command("guests", "list the guest profiles")
     g.set_defaults(func=cmd_guests)
 
-    i = sub.add_parser("images", help="list cached MINIX images (size, SHA-256, release), or prune the cache")
+    i = command("images", "list cached MINIX images (size, SHA-256, release), or prune the cache")
     i.add_argument(
         "--prune",
         action="store_true",
@@ -217,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--all", action="store_true", help="with --prune: remove every cached image and boot set")
     i.set_defaults(func=cmd_images)
 
-    f = sub.add_parser("fetch", help="download, decompress and record (or verify) a MINIX release image")
+    f = command("fetch", "download, decompress and record (or verify) a MINIX release image")
     f.add_argument("release", nargs="?", default=None, help="release name (default: the manifest's default)")
     f.add_argument("--sha256", default="", help="pin: the SHA-256 of the image or of the download")
     f.add_argument("--force", action="store_true", help="download again even if cached")
@@ -228,46 +504,67 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--retries", type=int, default=3, help="retries after a failed attempt (default 3)")
     f.set_defaults(func=cmd_fetch)
 
-    v = sub.add_parser("verify", help="re-hash a cached release (or --image PATH) against its record or pin")
-    v.add_argument("release", nargs="?", default=None)
+    v = command("verify", "re-hash a cached release (or --image PATH) against its record or pin")
+    v.add_argument("release", nargs="?", default=None, help="release name (default: the manifest's default)")
     v.add_argument("--image", help="a MINIX image file to check instead of a cached release")
     v.add_argument("--sha256", default="", help="expected SHA-256")
     v.set_defaults(func=cmd_verify)
 
-    m = sub.add_parser("merge-reports", help="merge --minix-claims-report files of several sessions (CI shards, hosts)")
+    m = command("merge-reports", "merge --minix-claims-report files of several sessions (CI shards, hosts)")
     m.add_argument("reports", nargs="+", help="JSON reports written by --minix-claims-report")
     m.add_argument("-o", "--output", required=True, help="merged JSON report (a Markdown twin is written beside it)")
     m.add_argument("--fail-on-refuted", action="store_true", help="exit 1 when any merged claim is refuted")
     m.set_defaults(func=cmd_merge_reports)
 
-    c = sub.add_parser("console", help="boot a guest and attach this terminal to its serial console (Ctrl-] detaches)")
-    # The same option names as the pytest plugin's (pytest --help, group "pytest-minix").
-    c.add_argument("--minix-guest", dest="guest", default="minix", help="guest profile (default minix)")
-    c.add_argument("--arch", default="i386", choices=ARCHES, help="guest arch (default i386)")
-    c.add_argument(
-        "--minix-accel", dest="accel", default="auto", choices=("auto", "kvm", "tcg"), help="accelerator (default auto)"
+    c = command(
+        "console",
+        "boot a guest and attach this terminal to its serial console (Ctrl-] detaches)",
+        epilog=textwrap.fill(
+            "Settings not given here come from the pytest configuration file that pytest would use in the current "
+            "directory (pytest.ini, pyproject.toml, tox.ini or setup.cfg), under the plugin's ini names "
+            "(minix_guest, minix_arch, minix_accel, ...: see pytest --help). The command line wins.",
+            79,
+        ),
     )
-    c.add_argument("--minix-memory", dest="memory", type=int, default=None, help="guest RAM in MiB")
-    c.add_argument("--minix-qemu-i386", dest="qemu_i386", default=None, help="QEMU binary for i386 guests")
-    c.add_argument("--minix-qemu-arm", dest="qemu_arm", default=None, help="QEMU binary for ARM guests")
+    # The same option names as the pytest plugin's (pytest --help, group "pytest-minix"), and its ini file.
+    c.add_argument("--minix-guest", dest="guest", help="guest profile (default minix)")
+    c.add_argument("--arch", choices=ARCHES, help="guest arch (default i386)")
+    c.add_argument("--minix-accel", dest="accel", choices=("auto", "kvm", "tcg"), help="accelerator (default auto)")
+    c.add_argument("--minix-memory", dest="memory", type=int, help="guest RAM in MiB (default: the guest's)")
+    c.add_argument("--minix-qemu-i386", dest="qemu_i386", help="QEMU binary for i386 guests")
+    c.add_argument("--minix-qemu-arm", dest="qemu_arm", help="QEMU binary for ARM guests")
     c.add_argument("--minix-network", dest="network", action="store_true", help="give the guest a user-mode NIC")
-    c.add_argument(
-        "--minix-log-dir", dest="log_dir", default=None, help="where the serial and QEMU logs go (default: a temp dir)"
-    )
+    c.add_argument("--minix-log-dir", dest="log_dir", help="where the serial and QEMU logs go (default: a temp dir)")
     add_source_options(c)
-    c.set_defaults(func=cmd_console)
+    # None means "not on the command line": apply_console_ini fills in the ini value or the default.
+    ini_options = console_ini_options(c)
+    c.set_defaults(func=cmd_console, ini_options=ini_options, **dict.fromkeys(ini_options))
 
     from pytest_minix.mcp.server import add_parser as add_mcp_parser
 
     add_mcp_parser(sub)
+    for name, p in sub.choices.items():  # every command's --help ends with its exit codes
+        p.formatter_class = _Formatter
+        p.epilog = f"{p.epilog}\n\n{exit_codes_text(name)}" if p.epilog else exit_codes_text(name)
+        if p.description is None:
+            p.description = next(a.help for a in sub._choices_actions if a.dest == name)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["validate"]:  # everything after it is pytest's, --help included
+        return cmd_validate(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except GuestUnavailable as exc:
         print(f"pytest-minix: unavailable: {exc}", file=sys.stderr)
         return 3
     except HarnessError as exc:
+        print(f"pytest-minix: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that cannot be written or read: an error with a message, not a traceback
         print(f"pytest-minix: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -42,3 +42,26 @@ def vm_dir() -> Path:
 def claims_dir() -> Path:
     """The shipped claims files (``claims/``)."""
     return _shipped("claims", "whitepaper.toml", "claims files")
+
+
+# The claims suites, in the order they run: pytest's testpaths in a checkout, pytest_minix/suites/ in the wheel.
+SUITES = ("boot", "syscalls", "memory")
+
+
+def suites_root() -> Path:
+    """The directory holding the claims suites: ``pytest_minix/suites`` in a wheel, ``tests/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "suites", here.parent / "tests"):
+        if all((candidate / name).is_dir() for name in SUITES):
+            return candidate
+    raise FileNotFoundError(
+        f"pytest-minix cannot find its claims suites ({', '.join(SUITES)}) in {here / 'suites'} "
+        f"or {here.parent / 'tests'}; the installation is incomplete: reinstall with "
+        "pip install --force-reinstall pytest-minix."
+    )
+
+
+def suite_dirs() -> list[Path]:
+    """The claims suites' directories (boot, syscalls, memory), for ``pytest-minix validate``."""
+    root = suites_root()
+    return [root / name for name in SUITES]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import bz2
 import os
 import pty
@@ -121,3 +122,210 @@ def test_fetch_images_verify_prune(cache: dict[str, str]) -> None:
 def test_fetch_of_unknown_release_lists_known_ones(cache: dict[str, str]) -> None:
     res = run(cache, "fetch", "1.0")
     assert res.returncode == 2 and "Unknown MINIX release '1.0'" in res.stderr and "9.9.9" in res.stderr
+
+
+# -- the parser: help, version, exit codes ---------------------------------------------------------
+MARKUP = re.compile(r"`|\*\*|:[a-z]+:`|\[[^\]]+\]\(")  # Markdown or reST: backticks, bold, roles, links
+
+
+def parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    from pytest_minix.cli import build_parser
+
+    main = build_parser()
+    sub = next(a for a in main._actions if isinstance(a, argparse._SubParsersAction))
+    return [("pytest-minix", main), *((f"pytest-minix {n}", p) for n, p in sub.choices.items())]
+
+
+def test_every_option_and_command_has_help_without_markup() -> None:
+    missing, marked = [], []
+    for name, parser in parsers():
+        for text in (parser.description, parser.epilog):
+            if text and MARKUP.search(text):
+                marked.append(f"{name}: {text!r}")
+        for action in parser._actions:
+            what = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:  # each command's line in the list
+                    if not choice.help:
+                        missing.append(f"{name} {choice.dest}")
+                    elif MARKUP.search(choice.help):
+                        marked.append(f"{name} {choice.dest}: {choice.help!r}")
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(what)
+            elif MARKUP.search(action.help):
+                marked.append(f"{what}: {action.help!r}")
+    assert not missing, f"options without help: {missing}"
+    assert not marked, "help with markup (argparse prints it as it is):\n" + "\n".join(marked)
+    assert {n for n, _ in parsers()} >= {f"pytest-minix {c}" for c in ("validate", "console", "mcp", "fetch")}
+
+
+def test_version_is_the_package_version() -> None:
+    import tomllib
+    from importlib.metadata import version
+
+    res = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"pytest-minix {version('pytest-minix')}" == f"pytest-minix {project['version']}"
+
+
+def readme_exit_codes() -> list[tuple[str, str, str]]:
+    """The README's Exit codes table, one row per command: "status meaning; status meaning"."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip().replace("`", "") for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 2 and cells[0] not in ("command", "---"):
+            for part in cells[1].split("; "):
+                status, meaning = part.split(" ", 1)
+                rows.append((cells[0], status, meaning))
+    return rows
+
+
+def test_exit_codes_are_documented_for_every_command_in_the_readme_and_the_help() -> None:
+    from pytest_minix.cli import EVERY, EXIT_CODES
+
+    assert readme_exit_codes() == EXIT_CODES, "the README's Exit codes table and cli.EXIT_CODES differ"
+    commands = {n.split()[1] for n, _ in parsers() if " " in n}
+    assert commands <= {c for c, _, _ in EXIT_CODES}, f"commands without exit codes: {commands - set(EXIT_CODES)}"
+    main_help = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60, check=True).stdout
+    verify_help = subprocess.run([*CLI, "verify", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    for cmd, status, meaning in EXIT_CODES:
+        assert re.search(rf"{re.escape(cmd)} +{re.escape(status)}  {re.escape(meaning)}\n", main_help), cmd
+        if cmd in ("verify", EVERY):
+            assert re.search(rf"\n +{re.escape(status)}  {re.escape(meaning)}\n", verify_help.stdout)
+
+
+# -- console settings from the pytest configuration file --------------------------------------------
+CONFIGS = {
+    "pytest.ini": "[pytest]\n{body}",
+    "pyproject.toml": "[project]\nname = 'x'\n\n[tool.pytest.ini_options]\n{body}",
+    "tox.ini": "[tox]\nenvlist = py\n\n[pytest]\n{body}",
+    "setup.cfg": "[metadata]\nname = x\n\n[tool:pytest]\n{body}",
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_console_takes_settings_from_the_pytest_config_and_the_command_line_wins(name: str, tmp_path: Path) -> None:
+    """No boot: a guest name the ini file gives that does not exist fails at once with the unknown-guest error."""
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    body = f"minix_guest = nosuchguest\nminix_log_dir = {tmp_path / 'logs'}\n"
+    if name == "pyproject.toml":
+        body = f"minix_guest = 'nosuchguest'\nminix_log_dir = '{tmp_path / 'logs'}'\n"
+    (project / name).write_text(CONFIGS[name].format(body=body))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_ADDOPTS")}
+
+    def console(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "console", *args],
+            cwd=project / "sub",  # pytest looks in the parents too
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    res = console()
+    assert res.returncode == 2, res.stderr
+    assert "Unknown guest 'nosuchguest'" in res.stderr
+    assert f"from {project / name}: minix_guest, minix_log_dir" in res.stderr
+    res = console("--minix-guest=nosuchcli")
+    assert res.returncode == 2 and "Unknown guest 'nosuchcli'" in res.stderr, res.stderr
+    assert f"from {project / name}: minix_log_dir" in res.stderr
+
+
+def test_console_ini_values_are_checked_and_converted(tmp_path: Path) -> None:
+    from pytest_minix.cli import PytestConfig, apply_console_ini, build_parser
+    from pytest_minix.errors import ConfigError
+
+    ini = tmp_path / "pytest.ini"
+    values: dict[str, object] = {
+        "minix_arch": "all",  # the console boots one arch: the first
+        "minix_memory": "128",
+        "minix_network": "true",
+        "minix_offline": "no",
+        "minix_image": "~/minix.iso",
+    }
+    args = build_parser().parse_args(["console", "--minix-accel=tcg"])
+    used = apply_console_ini(args, PytestConfig(ini, values))
+    assert sorted(used) == sorted(values)
+    assert (args.arch, args.memory, args.network, args.offline, args.accel, args.guest) == (
+        "i386",
+        128,
+        True,
+        False,
+        "tcg",
+        "minix",
+    )
+    assert args.minix_image == str(Path("~/minix.iso").expanduser())
+    args = build_parser().parse_args(["console", "--arch=arm", "--minix-network"])
+    apply_console_ini(args, PytestConfig(ini, {"minix_arch": "i386", "minix_network": False}))
+    assert (args.arch, args.network) == ("arm", True)  # the command line wins
+    for key, bad in (("minix_accel", "xen"), ("minix_memory", "lots"), ("minix_arch", "sparc"), ("minix_offline", "2")):
+        args = build_parser().parse_args(["console"])
+        with pytest.raises(ConfigError, match=rf"{key} = '{bad}' in {re.escape(str(ini))}"):
+            apply_console_ini(args, PytestConfig(ini, {key: bad}))
+
+
+def test_console_ini_keys_are_the_plugins(tmp_path: Path) -> None:
+    """Every console option the ini file can set is one of the plugin's ini settings (pytest --help lists them)."""
+    from pytest_minix.cli import build_parser, console_ini_options
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    keys = {key for key, _flag in console_ini_options(sub.choices["console"]).values()}
+    assert {"minix_guest", "minix_arch", "minix_accel", "minix_network", "minix_offline", "minix_image"} <= keys
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    plugin_ini = set(re.findall(r"^  (minix_\w+) \(", res.stdout, re.M))
+    assert keys <= plugin_ini, f"console options without a plugin ini twin: {keys - plugin_ini}"
+
+
+LAYOUTS = {
+    "pytest.ini wins in its directory": {"pytest.ini": "", "tox.ini": "[pytest]\n", "pyproject.toml": ""},
+    "pyproject without pytest settings is passed over": {
+        "pyproject.toml": "[project]\nname = 'x'\n",
+        "tox.ini": "[pytest]\n",
+    },
+    "setup.cfg needs tool:pytest": {"setup.cfg": "[metadata]\nname = x\n", "up/tox.ini": "[pytest]\n"},
+    "the nearest directory wins": {"up/pytest.ini": "[pytest]\n", "pyproject.toml": "[tool.pytest.ini_options]\n"},
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_the_config_file_is_the_one_pytest_uses(layout: str, tmp_path: Path) -> None:
+    from pytest_minix.cli import find_pytest_config
+
+    top = tmp_path / "top"
+    for rel, text in LAYOUTS[layout].items():
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_text(text)
+    cwd = top / "up" / "here"
+    cwd.mkdir(parents=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    m = re.search(r"rootdir: ([^\s,]+),?\s+configfile: (\S+)", res.stdout)
+    assert m, res.stdout
+    found = find_pytest_config(cwd)
+    assert found is not None and found.path == Path(m.group(1), m.group(2))
+
+
+def test_validate_runs_pytest_with_the_config_of_the_current_directory(tmp_path: Path) -> None:
+    from pytest_minix.cli import validate_args
+
+    suites = [tmp_path / "s" / "boot", tmp_path / "s" / "memory"]
+    assert validate_args(["-k", "x"], tmp_path, suites) == [f"--rootdir={tmp_path}", "-k", "x", *map(str, suites)]
+    (tmp_path / "pytest.ini").write_text("[pytest]\nminix_guest = reference\n")
+    assert validate_args(["-q"], tmp_path, suites) == ["-c", str(tmp_path / "pytest.ini"), "-q", *map(str, suites)]
+    for own in (["-c", "other.ini"], ["--config-file=other.ini"], ["--rootdir", "r"]):
+        assert validate_args(own, tmp_path, suites) == [*own, *map(str, suites)]

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "plugin": 5,
     "mcp": 5,
     "cli": 6,
+    "suites": 6,  # the claims suites shipped in the wheel (tests/boot, ... force-included; the package imports nothing)
     "__init__": 6,  # the public API re-exports
 }
 
@@ -162,12 +163,14 @@ def test_the_checker_sees_wrong_way_imports(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_shipped_data_folders_do_not_collide_with_modules() -> None:
-    """``vm/`` and ``claims/`` ship inside the wheel; no module or subpackage may take those names."""
+    """``vm/``, ``claims/`` and the claims suites (``tests/boot`` ... as ``suites/boot`` ...) ship inside the
+    wheel; no module or subpackage may take those names, and each comes from a folder of the checkout."""
     import tomllib
 
     pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
-    shipped = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"].values()
-    for dest in shipped:
+    shipped = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    for source, dest in shipped.items():
+        assert (PACKAGE.parent / source).is_dir(), f"force-include source {source}/ is missing"
         rel = Path(dest).relative_to("pytest_minix")
         target = PACKAGE / rel
         assert not target.with_suffix(".py").exists(), f"{dest} would collide with the module {target}.py"
