@@ -58,7 +58,7 @@ async def main(guest: str, arch: str) -> str | None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minix-guest", default="reference")
-    ap.add_argument("--arch", default="i386")
+    ap.add_argument("--minix-guest", dest="guest", default="reference", help="guest profile to boot")
+    ap.add_argument("--arch", default="i386", help="guest arch")
     args = ap.parse_args()
     sys.exit(asyncio.run(main(args.guest, args.arch)))
