@@ -13,16 +13,18 @@ import sys
 import tempfile
 import termios
 import textwrap
-import tomllib
 import tty
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_minix.errors import ConfigError, GuestUnavailable, HarnessError, ImageError
 from pytest_minix.media.minix import add_source_options
 from pytest_minix.profiles import ARCHES, available_guests, expand_arch, load_profile
+
+if TYPE_CHECKING:  # the pool (and QEMU's layers) are imported only by the commands that boot
+    from pytest_minix.guest.pool import HarnessConfig
 
 DESCRIPTION = (
     "Boot MINIX 3 (or the Linux reference guest) under QEMU and validate claims about it. "
@@ -179,53 +181,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- the pytest configuration file: console settings, validate's rootdir --------------------------
-# pytest's own search order (pytest >= 9 adds the TOML files): in the current directory, then
-# in each parent, the first of these that holds pytest settings.
-CONFIG_NAMES = ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+# -- the project's pytest configuration: console settings, validate's config file -----------------
+def project_config(pytest_args: Sequence[str]) -> Any:
+    """pytest's own configuration here with ``pytest_args``: the config file pytest picks, the plugin's
+    options and ini settings; no session runs. Raises ConfigError when pytest refuses them."""
+    import pytest
 
+    class Grab:
+        config: pytest.Config | None = None
 
-@dataclass(frozen=True)
-class PytestConfig:
-    """A pytest configuration file and its settings (TOML values keep their types, INI values are strings)."""
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_cmdline_main(self, config: pytest.Config) -> int:
+            self.config = config  # stop here: no configure, no collection
+            return 0
 
-    path: Path
-    values: dict[str, object]
-
-
-def read_pytest_config(path: Path) -> dict[str, object] | None:
-    """The pytest settings in ``path`` as pytest reads them, or None if it holds none (not a pytest config)."""
-    try:
-        if path.suffix == ".toml":
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-            if path.name in ("pytest.toml", ".pytest.toml"):
-                table = doc.get("pytest", {})
-                return dict(table) if isinstance(table, dict) else {}
-            tool = doc.get("tool", {}).get("pytest")
-            if not isinstance(tool, dict):
-                return None
-            native = {k: v for k, v in tool.items() if k != "ini_options"}  # [tool.pytest], pytest >= 9
-            ini = tool.get("ini_options")
-            return native or (dict(ini) if isinstance(ini, dict) else None)
-        import iniconfig
-
-        sections = iniconfig.IniConfig(path).sections
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, iniconfig.ParseError) as exc:
-        raise ConfigError(f"Cannot read the pytest configuration {path}: {exc}. Fix or remove the file.") from None
-    section = "tool:pytest" if path.name == "setup.cfg" else "pytest"
-    if section in sections:
-        return dict(sections[section])
-    return {} if path.name in ("pytest.ini", ".pytest.ini") else None
-
-
-def find_pytest_config(start: Path) -> PytestConfig | None:
-    """The configuration file pytest would use when run in ``start`` without arguments."""
-    for base in (start, *start.parents):
-        for name in CONFIG_NAMES:
-            path = base / name
-            if path.is_file() and (values := read_pytest_config(path)) is not None:
-                return PytestConfig(path, values)
-    return None
+    grab = Grab()
+    # Plain asserts: this process has imported the plugin already, pytest could not rewrite it (and would warn).
+    status = pytest.main(["--assert=plain", "-p", "no:cacheprovider", *pytest_args], plugins=[grab])
+    if grab.config is None:
+        raise ConfigError(f"pytest refused these settings (exit status {int(status)}): see its message above.")
+    return grab.config
 
 
 def ini_key(option: str) -> str:
@@ -233,97 +208,57 @@ def ini_key(option: str) -> str:
     return "minix_arch" if option == "--arch" else option.lstrip("-").replace("-", "_")
 
 
-# Console settings when neither the command line nor the ini file gives one.
-CONSOLE_DEFAULTS: dict[str, object] = {
-    "guest": "minix",
-    "arch": "i386",
-    "accel": "auto",
-    "network": False,
-    "offline": False,
-}
-TRUE, FALSE = ("1", "true", "yes", "y", "on", "t"), ("0", "false", "no", "n", "off", "f")
-
-
-def console_ini_options(parser: argparse.ArgumentParser) -> dict[str, tuple[str, bool]]:
-    """The console's options that the ini file can set: dest -> (ini key, is a flag)."""
-    out = {}
+def console_options(parser: argparse.ArgumentParser) -> list[tuple[str, str, bool]]:
+    """The console's options, all the plugin's too: (dest, option, is a flag)."""
+    out = []
     for action in parser._actions:
         opt = next((o for o in action.option_strings if o == "--arch" or o.startswith("--minix-")), None)
         if opt is not None:
-            out[action.dest] = (ini_key(opt), action.nargs == 0)
+            out.append((action.dest, opt, action.nargs == 0))
     return out
 
 
-def _ini_value(dest: str, key: str, flag: bool, raw: object, where: Path) -> object:
-    """An ini value for a console setting, checked like the command line checks it."""
-    if flag:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text not in TRUE + FALSE:
-            raise ConfigError(f"{key} = {raw!r} in {where} is not true or false.")
-        return text in TRUE
-    text = str(raw).strip()
-    if dest == "arch":
-        if text != "all" and text not in ARCHES:
-            raise ConfigError(f"{key} = {text!r} in {where} is not supported; use one of {', '.join(ARCHES)} or all.")
-        return expand_arch(text)[0]  # the console boots one arch: the first of all
-    if dest == "accel" and text not in ("auto", "kvm", "tcg"):
-        raise ConfigError(f"{key} = {text!r} in {where} is not one of auto, kvm, tcg.")
-    if dest == "memory":
-        if not text.isdigit() or int(text) < 16:
-            raise ConfigError(f"{key} = {text!r} in {where} is not a whole number of MiB (at least 16).")
-        return int(text)
-    if dest in ("log_dir", "minix_image", "minix_boot_dir", "minix_arm_image"):
-        return str(Path(text).expanduser())
-    return text
+def console_settings(args: argparse.Namespace, log_dir: Path) -> tuple[HarnessConfig, list[str], Path | None]:
+    """The console's settings as the plugin reads them: the command line, then the project's pytest ini file.
 
-
-def apply_console_ini(args: argparse.Namespace, found: PytestConfig | None) -> list[str]:
-    """Fill the console settings not given on the command line from the ini file, then the defaults.
-
-    Returns the ini keys that were used. The command line wins; the keys are the plugin's.
+    Returns the settings (one arch: the first of ``all``), the ini keys that filled a setting, and the
+    ini file. Every value is checked by the plugin's own rules (pytest_minix.plugin.options).
     """
-    used = []
-    for dest, (key, flag) in args.ini_options.items():
-        given = getattr(args, dest)
-        if given is not None and not (flag and given is False):
-            continue
-        if found is not None and found.values.get(key) not in (None, ""):
-            setattr(args, dest, _ini_value(dest, key, flag, found.values[key], found.path))
-            used.append(key)
-        else:
-            setattr(args, dest, CONSOLE_DEFAULTS.get(dest, False if flag else None))
-    return used
+    import pytest
+
+    from pytest_minix.plugin.options import harness_config, read_ini
+
+    given = [(dest, opt, flag) for dest, opt, flag in args.console_options if getattr(args, dest) not in (None, False)]
+    forwarded = [opt if flag else f"{opt}={getattr(args, dest)}" for dest, opt, flag in given]
+    config = project_config(forwarded)
+    try:
+        settings = harness_config(config, log_dir)
+    except pytest.UsageError as exc:
+        raise ConfigError(str(exc)) from None
+    on_command_line = {opt for _, opt, _ in given}
+    used = [
+        ini_key(opt)
+        for _, opt, _ in args.console_options
+        if opt not in on_command_line and config.inipath and read_ini(config, ini_key(opt)) not in (None, "", False)
+    ]
+    return replace(settings, arches=settings.arches[:1]), used, config.inipath
 
 
 def cmd_console(args: argparse.Namespace) -> int:
     """Boot a guest and join the terminal to its serial console until Ctrl-] or QEMU exits."""
-    from pytest_minix.guest.pool import HarnessConfig, VMPool
-    from pytest_minix.media.minix import source_from_args
+    from pytest_minix.guest.pool import VMPool
 
-    found = find_pytest_config(Path.cwd())
-    used = apply_console_ini(args, found)
-    if found is not None and used:
-        print(f"pytest-minix console: from {found.path}: {', '.join(used)}", file=sys.stderr)
-    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
-    src = source_from_args(args)
-    qemu = {a: q for a in ARCHES if (q := getattr(args, f"qemu_{a}", None))}
-    config = HarnessConfig(
-        guest=args.guest,
-        arches=(args.arch,),
-        accel=args.accel,
-        log_dir=log_dir,
-        qemu_binaries=qemu,
-        network=args.network,
-        minix=src,
-    )
-    if args.memory:
-        config.memory = args.memory
+    temp_logs = Path(tempfile.mkdtemp(prefix="pytest-minix-console-"))
+    config, used, inipath = console_settings(args, temp_logs)
+    if config.log_dir != temp_logs:
+        temp_logs.rmdir()
+    if used:
+        print(f"pytest-minix console: from {inipath}: {', '.join(used)}", file=sys.stderr)
+    guest, arch = config.guest, config.arches[0]
     pool = VMPool(config)
     out = sys.stdout.buffer
     try:
-        vm = pool.create(pool.spec(args.arch))
+        vm = pool.create(pool.spec(arch))
         machine = vm.machine
 
         def show(data: bytes) -> None:
@@ -333,7 +268,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         vm.console.taps.append(show)
         vm.launch()
         print(
-            f"pytest-minix console: {args.guest} {args.arch} (accel {machine.spec.accel}), QEMU pid "
+            f"pytest-minix console: {guest} {arch} (accel {machine.spec.accel}), QEMU pid "
             f"{machine.pid}; serial log {machine.serial_log}. Detach with Ctrl-] (stops the VM).",
             file=sys.stderr,
             flush=True,
@@ -401,17 +336,16 @@ def cmd_merge_reports(args: argparse.Namespace) -> int:
 _CONFIG_OPTIONS = ("-c", "--config-file", "--rootdir", "--inifile")
 
 
-def validate_args(pytest_args: Sequence[str], cwd: Path, suites: Sequence[Path]) -> list[str]:
+def validate_args(pytest_args: Sequence[str], inipath: Path | None, cwd: Path, suites: Sequence[Path]) -> list[str]:
     """pytest's arguments for ``validate``: the configuration of ``cwd`` (as for ``pytest --pyargs``), then the suites.
 
     The suites may live in site-packages, far from the project: without ``-c`` pytest would
     look for its configuration above them instead of where the user runs the command.
+    ``inipath`` is the file pytest itself picks in ``cwd`` (:func:`project_config`).
     """
     args = list(pytest_args)
-    chosen = any(a in _CONFIG_OPTIONS or a.startswith(tuple(f"{o}=" for o in _CONFIG_OPTIONS)) for a in args)
-    if not chosen:
-        found = find_pytest_config(cwd)
-        args = ["-c", str(found.path), *args] if found else [f"--rootdir={cwd}", *args]
+    if not any(a in _CONFIG_OPTIONS or a.startswith(tuple(f"{o}=" for o in _CONFIG_OPTIONS)) for a in args):
+        args = ["-c", str(inipath), *args] if inipath else [f"--rootdir={cwd}", *args]
     return [*args, *map(str, suites)]
 
 
@@ -431,7 +365,8 @@ def cmd_validate(pytest_args: Sequence[str]) -> int:
         print(f"pytest-minix: error: {exc}", file=sys.stderr)
         return 2
     print(f"pytest-minix validate: the claims suites in {suites[0].parent}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", *validate_args(pytest_args, Path.cwd(), suites)])
+    inipath = project_config([]).inipath
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *validate_args(pytest_args, inipath, Path.cwd(), suites)])
     while True:
         try:
             return proc.wait()
@@ -536,9 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--minix-network", dest="network", action="store_true", help="give the guest a user-mode NIC")
     c.add_argument("--minix-log-dir", dest="log_dir", help="where the serial and QEMU logs go (default: a temp dir)")
     add_source_options(c)
-    # None means "not on the command line": apply_console_ini fills in the ini value or the default.
-    ini_options = console_ini_options(c)
-    c.set_defaults(func=cmd_console, ini_options=ini_options, **dict.fromkeys(ini_options))
+    # None means "not on the command line": the project's ini file or the plugin's default applies.
+    options = console_options(c)
+    c.set_defaults(func=cmd_console, console_options=options, **dict.fromkeys(dest for dest, _, _ in options))
 
     from pytest_minix.mcp.server import add_parser as add_mcp_parser
 

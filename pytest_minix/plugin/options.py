@@ -139,8 +139,9 @@ def _parse_number(ini: str, value: Any) -> float | int | None:
 
 def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
     """Options and ini settings as a HarnessConfig; bad values are usage errors."""
+    where = "--arch" if config.getoption("minix_arch") else f"ini setting minix_arch in {config.inipath}: minix_arch"
     try:
-        arches = expand_arch(str(setting(config, "minix_arch", "i386")))
+        arches = expand_arch(str(setting(config, "minix_arch", "i386")), where)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     memory = number(config, "minix_memory")

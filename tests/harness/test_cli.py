@@ -238,45 +238,50 @@ def test_console_takes_settings_from_the_pytest_config_and_the_command_line_wins
     assert f"from {project / name}: minix_log_dir" in res.stderr
 
 
-def test_console_ini_values_are_checked_and_converted(tmp_path: Path) -> None:
-    from pytest_minix.cli import PytestConfig, apply_console_ini, build_parser
+def test_console_ini_values_are_checked_and_converted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console reads the ini file through pytest and checks it by the plugin's own rules."""
+    from pytest_minix.cli import build_parser, console_settings
     from pytest_minix.errors import ConfigError
 
+    monkeypatch.chdir(tmp_path)
     ini = tmp_path / "pytest.ini"
-    values: dict[str, object] = {
+    values = {
         "minix_arch": "all",  # the console boots one arch: the first
         "minix_memory": "128",
         "minix_network": "true",
         "minix_offline": "no",
         "minix_image": "~/minix.iso",
     }
+    ini.write_text("[pytest]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
     args = build_parser().parse_args(["console", "--minix-accel=tcg"])
-    used = apply_console_ini(args, PytestConfig(ini, values))
-    assert sorted(used) == sorted(values)
-    assert (args.arch, args.memory, args.network, args.offline, args.accel, args.guest) == (
-        "i386",
+    config, used, inipath = console_settings(args, tmp_path / "logs")
+    assert inipath == ini
+    assert sorted(used) == sorted(k for k in values if k != "minix_offline")  # "no" leaves the default: not listed
+    assert (config.arches, config.memory, config.network, config.minix.offline, config.accel, config.guest) == (
+        ("i386",),
         128,
         True,
         False,
         "tcg",
         "minix",
     )
-    assert args.minix_image == str(Path("~/minix.iso").expanduser())
+    assert config.minix.image == Path("~/minix.iso").expanduser().resolve()
+    ini.write_text("[pytest]\nminix_arch = i386\nminix_network = false\n")
     args = build_parser().parse_args(["console", "--arch=arm", "--minix-network"])
-    apply_console_ini(args, PytestConfig(ini, {"minix_arch": "i386", "minix_network": False}))
-    assert (args.arch, args.network) == ("arm", True)  # the command line wins
-    for key, bad in (("minix_accel", "xen"), ("minix_memory", "lots"), ("minix_arch", "sparc"), ("minix_offline", "2")):
-        args = build_parser().parse_args(["console"])
-        with pytest.raises(ConfigError, match=rf"{key} = '{bad}' in {re.escape(str(ini))}"):
-            apply_console_ini(args, PytestConfig(ini, {key: bad}))
+    config, used, _ = console_settings(args, tmp_path / "logs")
+    assert (config.arches, config.network, used) == (("arm",), True, [])  # the command line wins
+    for key, bad in (("minix_memory", "lots"), ("minix_arch", "sparc")):
+        ini.write_text(f"[pytest]\n{key} = {bad}\n")
+        with pytest.raises(ConfigError, match=rf"{key}.*'?{bad}'?"):
+            console_settings(build_parser().parse_args(["console"]), tmp_path / "logs")
 
 
 def test_console_ini_keys_are_the_plugins(tmp_path: Path) -> None:
-    """Every console option the ini file can set is one of the plugin's ini settings (pytest --help lists them)."""
-    from pytest_minix.cli import build_parser, console_ini_options
+    """Every console option is one of the plugin's, with its ini twin (pytest --help lists them)."""
+    from pytest_minix.cli import build_parser, console_options, ini_key
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    keys = {key for key, _flag in console_ini_options(sub.choices["console"]).values()}
+    keys = {ini_key(opt) for _dest, opt, _flag in console_options(sub.choices["console"])}
     assert {"minix_guest", "minix_arch", "minix_accel", "minix_network", "minix_offline", "minix_image"} <= keys
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
@@ -297,8 +302,8 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_the_config_file_is_the_one_pytest_uses(layout: str, tmp_path: Path) -> None:
-    from pytest_minix.cli import find_pytest_config
+def test_the_config_file_is_the_one_pytest_uses(layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_minix.cli import project_config
 
     top = tmp_path / "top"
     for rel, text in LAYOUTS[layout].items():
@@ -316,16 +321,17 @@ def test_the_config_file_is_the_one_pytest_uses(layout: str, tmp_path: Path) -> 
     )
     m = re.search(r"rootdir: ([^\s,]+),?\s+configfile: (\S+)", res.stdout)
     assert m, res.stdout
-    found = find_pytest_config(cwd)
-    assert found is not None and found.path == Path(m.group(1), m.group(2))
+    monkeypatch.chdir(cwd)
+    assert project_config([]).inipath == Path(m.group(1), m.group(2))
 
 
 def test_validate_runs_pytest_with_the_config_of_the_current_directory(tmp_path: Path) -> None:
     from pytest_minix.cli import validate_args
 
     suites = [tmp_path / "s" / "boot", tmp_path / "s" / "memory"]
-    assert validate_args(["-k", "x"], tmp_path, suites) == [f"--rootdir={tmp_path}", "-k", "x", *map(str, suites)]
-    (tmp_path / "pytest.ini").write_text("[pytest]\nminix_guest = reference\n")
-    assert validate_args(["-q"], tmp_path, suites) == ["-c", str(tmp_path / "pytest.ini"), "-q", *map(str, suites)]
+    ini = tmp_path / "pytest.ini"
+    expect = [f"--rootdir={tmp_path}", "-k", "x", *map(str, suites)]
+    assert validate_args(["-k", "x"], None, tmp_path, suites) == expect
+    assert validate_args(["-q"], ini, tmp_path, suites) == ["-c", str(ini), "-q", *map(str, suites)]
     for own in (["-c", "other.ini"], ["--config-file=other.ini"], ["--rootdir", "r"]):
-        assert validate_args(own, tmp_path, suites) == [*own, *map(str, suites)]
+        assert validate_args(own, ini, tmp_path, suites) == [*own, *map(str, suites)]
