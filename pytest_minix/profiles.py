@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -100,6 +101,9 @@ class GuestProfile:
     # Seconds without console output, once the guest has started printing, after which a boot
     # that has not reached its login prompt is given up as stalled (None: only boot_timeout).
     boot_stall_timeout: float | None = None
+    # A command that sets the guest's clock, with {epoch} (UTC seconds) or {utc} (a datetime,
+    # e.g. {utc:%Y%m%d%H%M.%S}); run after a VM starts from a saved state ("" = leave it).
+    clock_set: str = ""
 
     def arch(self, arch: str) -> ArchConfig:
         """The arch's QEMU settings, or a ConfigError listing the valid arches."""
@@ -160,7 +164,7 @@ TOP_KEYS = {
     "boot_stall_timeout",
 }
 LOGIN_KEYS = {"prompt", "user", "password", "password_prompt", "shell_prompt", "ended"}
-SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max"}
+SHELL_KEYS = {"kind", "setup", "uname_s", "checksum", "input_max", "clock_set"}
 ARCH_KEYS = {
     "qemu",
     "machine",
@@ -186,6 +190,19 @@ def _known(path: Path, where: str, table: dict[str, Any], keys: set[str]) -> Non
             f"{path}: unknown key(s) {', '.join(where + k for k in unknown)}; valid keys here: "
             f"{', '.join(sorted(keys))}. (A top-level key placed after a [table] header belongs to that table.)"
         )
+
+
+def _clock_set(path: Path, template: Any) -> str:
+    if not isinstance(template, str):
+        raise ConfigError(f"{path}: shell.clock_set must be a string, got {template!r}.")
+    try:
+        template.format(epoch=0, utc=datetime.datetime.fromtimestamp(0, datetime.UTC))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: shell.clock_set {template!r} is not a valid template ({exc}); use {{epoch}} or "
+            '{utc:%Y%m%d%H%M.%S}, e.g. "date -u -s @{epoch}".'
+        ) from None
+    return template
 
 
 def _checksum(path: Path, tool: Any) -> str:
@@ -267,6 +284,7 @@ def parse_profile(path: Path) -> GuestProfile:
         uname_s=shell.get("uname_s", ""),
         checksum=_checksum(path, shell.get("checksum", "cksum")),
         input_max=int(shell.get("input_max", 200)),
+        clock_set=_clock_set(path, shell.get("clock_set", "")),
         panic_patterns=_regexes(path, "panic_patterns", data.get("panic_patterns", [])),
         noise_patterns=_regexes(path, "noise_patterns", data.get("noise_patterns", [])),
         markers=tuple(

@@ -6,11 +6,14 @@ import itertools
 import logging
 import os
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_minix.errors import ConfigError, GuestUnavailable, HarnessError, VMError
+from pytest_minix.guest.bootcache import BadState, BootCache, state_key
 from pytest_minix.guest.vm import VM
 from pytest_minix.media.bootmedia import BootMedia
 from pytest_minix.media.minix import MinixSource
@@ -40,8 +43,34 @@ class HarnessConfig:
     minix: MinixSource = field(default_factory=MinixSource)
     # Remember a KVM failure in the cache for later sessions (off for tests of the fallback itself).
     remember_kvm: bool = True
+    # Start the shared VMs from a saved logged-in state when the boot cache has one (and save
+    # one after a cold boot); off: every VM boots (--minix-cold-boot).
+    warm_start: bool = True
+    boot_cache: Path | None = None  # default: <cache>/states
     # Progress and trust-on-first-use messages (fetching an image); default: stderr.
     notify: Callable[[str], None] | None = field(default=None, compare=False)
+
+
+class WarmStartWarning(UserWarning):
+    """A saved VM state could not be used or saved; the session booted (or will boot) instead."""
+
+
+@dataclass(frozen=True)
+class VMStart:
+    """How one shared VM came up: booted ("cold") or started from a saved state ("warm")."""
+
+    guest: str
+    arch: str
+    accel: str
+    how: str  # "cold" or "warm"
+    seconds: float  # QEMU start to a working shell
+    state: str = ""  # the boot cache entry used (warm) or written (cold), if any
+    saved_at: float = 0.0  # warm: when that state was saved (wall clock)
+    clock_lag: float = 0.0  # warm: how far the guest clock was behind when it resumed
+    note: str = ""  # why a warm start was not possible, or why no state was saved
+
+    def as_dict(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
 
 
 @dataclass(frozen=True)
@@ -74,6 +103,8 @@ class VMPool:
         self._machines: list[Machine] = []
         self.line_listeners: list[Callable[[Line], None]] = []  # every new machine's console lines (progress)
         self.boots: list[VM] = []
+        self.starts: list[VMStart] = []  # the shared VMs' starts, cold or warm (report, benchmarks)
+        self.cache = BootCache(config.boot_cache) if config.warm_start else None
         self.worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.closed = False
 
@@ -126,7 +157,7 @@ class VMPool:
                 del self._vms[arch]
                 vm = None
             if vm is None:
-                vm = self.boot(arch)
+                vm = self.boot(arch, warm=True)
                 self._vms[arch] = vm
             return vm
 
@@ -183,10 +214,96 @@ class VMPool:
                 vm.save_snapshot()
             return vm
 
-    def boot(self, arch: str, options: VMOptions | None = None) -> VM:
-        """Boot a new VM; under ``--minix-accel=auto`` a KVM failure falls back to TCG once."""
+    def boot(self, arch: str, options: VMOptions | None = None, *, warm: bool = False) -> VM:
+        """A new VM at its harness prompt; under ``--minix-accel=auto`` a KVM failure falls back to TCG once.
+
+        With ``warm`` (the shared VMs, MCP sessions) and the boot cache on, it starts from the
+        saved state for this exact machine when there is one, and after a cold boot saves one.
+        Without, it always boots: boot metrics time real boots.
+        """
         options = options or VMOptions()
         spec = self.spec(arch, options)
+        note = ""
+        if warm and self.cache is not None:
+            vm, note = self._resume(spec)
+            if vm is not None:
+                return vm
+        start = time.monotonic()
+        vm = self._cold(arch, spec, options)
+        if warm:
+            seconds = time.monotonic() - start
+            saved, why = self._save(vm) if self.cache is not None else ("", "the boot cache is off (--minix-cold-boot)")
+            self.starts.append(
+                VMStart(
+                    self.profile.name,
+                    arch,
+                    vm.accel,
+                    "cold",
+                    seconds,
+                    state=saved,
+                    note="; ".join(x for x in (note, why) if x),
+                )
+            )
+        return vm
+
+    def _resume(self, spec: MachineSpec) -> tuple[VM | None, str]:
+        """A VM started from the boot cache, or None and why not (a bad entry is removed, with a warning)."""
+        assert self.cache is not None
+        vm = self.create(spec)
+        try:
+            key = state_key(vm.machine, self.profile)
+            entry = self.cache.lookup(key)
+        except BadState as exc:
+            vm.shutdown()
+            self.cache.remove(self.cache.root / key.digest)
+            return None, self._warn(f"{exc}; it was removed and the guest booted instead (a new state is saved)")
+        except (OSError, HarnessError) as exc:
+            vm.shutdown()
+            return None, self._warn(f"the boot cache could not be read ({exc}); the guest booted instead")
+        if entry is None:
+            vm.shutdown()
+            log.info("no saved state for %s %s (key %s): booting", self.profile.name, spec.arch, key.digest[:12])
+            return None, "no saved state for this machine yet"
+        try:
+            warm = vm.resume(entry.incoming, entry.key, entry.saved_at)
+        except HarnessError as exc:
+            vm.shutdown()
+            self.cache.remove(entry)
+            first = str(exc).splitlines()[0][:300]
+            return None, self._warn(
+                f"starting the {self.profile.name} {spec.arch} guest from saved state {entry.path} failed ({first}); "
+                f"the entry was removed and the guest booted instead (serial log {vm.log_path})"
+            )
+        self.starts.append(
+            VMStart(
+                self.profile.name, spec.arch, vm.accel, "warm", warm.seconds, entry.key, entry.saved_at, warm.clock_lag
+            )
+        )
+        return vm, ""
+
+    def _save(self, vm: VM) -> tuple[str, str]:
+        """Save a just-booted shared VM in the boot cache: (entry key or "", why not)."""
+        assert self.cache is not None
+        try:
+            key = state_key(vm.machine, self.profile)
+            vm.shell.run(":", timeout=30).check()  # idle at the prompt, console in sync
+            entry = self.cache.save(vm.machine, key, self.profile)
+        except (OSError, HarnessError, AssertionError) as exc:
+            first = str(exc).splitlines()[0][:300]
+            return "", self._warn(
+                f"the booted {self.profile.name} {vm.arch} VM could not be saved for later sessions: {first}"
+            )
+        if entry is None:
+            return key.digest, "another session saved this machine's state first"
+        return entry.key, ""
+
+    @staticmethod
+    def _warn(message: str) -> str:
+        warnings.warn(WarmStartWarning(f"pytest-minix warm start: {message}"), stacklevel=3)
+        log.warning("warm start: %s", message)
+        return message
+
+    def _cold(self, arch: str, spec: MachineSpec, options: VMOptions) -> VM:
         try:
             return self._start(spec, options)
         except HarnessError as exc:

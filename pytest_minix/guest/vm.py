@@ -7,6 +7,7 @@ manager, a VM is always shut down.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import time
@@ -19,10 +20,21 @@ from pytest_minix.guest.shell import Shell
 from pytest_minix.guest.timeline import Milestone, Timeline
 from pytest_minix.profiles import GuestProfile
 from pytest_minix.qemu.console import Console, ConsoleStalled
-from pytest_minix.qemu.machine import Machine
+from pytest_minix.qemu.machine import Incoming, Machine
 from pytest_minix.qemu.qmp import QMP
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """How a VM started from a saved state instead of booting (the report and benchmarks say so)."""
+
+    state: str  # the boot cache entry (its key)
+    saved_at: float  # wall clock of the save
+    seconds: float  # QEMU start to a working shell
+    clock_lag: float  # seconds the guest clock was behind the host's when it resumed
+    clock_set: bool  # whether the guest clock was set to the host's (the profile's clock_set)
 
 
 @dataclass
@@ -45,6 +57,7 @@ class VM:
         self.life = Lifecycle(machine.name, exited=machine.exit_reason)
         self.shell = Shell(self.console, profile, life=self.life)
         self.boot: BootResult | None = None
+        self.warm: WarmStart | None = None
         self._snapshots: set[str] = set()
 
     def __enter__(self) -> VM:
@@ -90,6 +103,36 @@ class VM:
             self.machine.cont()
         except VMError as exc:
             raise self.life.with_exit(exc) from None
+
+    def resume(self, incoming: Incoming, key: str = "", saved_at: float = 0.0) -> WarmStart:
+        """Start QEMU from a saved, logged-in state instead of booting (READY); set the guest clock.
+
+        The guest's shell is where it was at the save (idle at the harness prompt); one command
+        resynchronises the console and sets the guest clock, which stood still while the state
+        sat in the cache. There is no boot timeline: ``boot`` stays None.
+        """
+        self.life.to(State.BOOTING, f"starting from saved state {key[:12] or incoming.state}")
+        start = time.monotonic()
+        try:
+            self.machine.launch(incoming)
+            self.machine.cont()
+            lag = max(0.0, time.time() - saved_at) if saved_at else 0.0
+            template = self.profile.clock_set
+            now = datetime.datetime.now(datetime.UTC)
+            command = template.format(epoch=int(now.timestamp()), utc=now) if template else ":"
+            r = self.shell.run(command, timeout=30.0)
+        except VMError as exc:
+            raise self.life.with_exit(exc) from None
+        if r.status != 0:
+            self.life.fail(f"the shell answered badly after the restore: {r}")
+            raise VMError(
+                f"After starting from a saved state, `{command}` exited {r.status}: {r.stderr.strip()[:200]}",
+                self.log_path,
+            )
+        self.warm = WarmStart(key, saved_at, time.monotonic() - start, lag, bool(template))
+        self.life.to(State.READY, f"started from a saved state in {self.warm.seconds:.2f} s")
+        log.info("VM %s: started from saved state %s in %.2f s", self.machine.name, key[:12], self.warm.seconds)
+        return self.warm
 
     def start(self, boot_timeout: float, first_output_timeout: float, stall_timeout: float | None = None) -> BootResult:
         """Launch, resume, wait for the login prompt, log in; fill in the timeline (READY).
@@ -254,4 +297,4 @@ class VM:
             self.life.to(State.STOPPED, reason)
 
 
-__all__ = ["VM", "BootResult", "BootTimeout", "GuestPanic", "VMError"]
+__all__ = ["VM", "BootResult", "BootTimeout", "GuestPanic", "VMError", "WarmStart"]

@@ -53,7 +53,7 @@ SnapName = Annotated[str, Field(description="snapshot name", pattern=r"^[A-Za-z0
 
 def build_server(manager: SessionManager, *, call_timeout: float = 1800.0) -> Any:
     """An MCPServer whose tools and resources call ``manager``."""
-    from pytest_minix.measure.registry import harness_version
+    from pytest_minix.version import harness_version
 
     server = MCPServer(name="pytest-minix", instructions=INSTRUCTIONS, version=harness_version())
 

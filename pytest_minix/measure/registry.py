@@ -26,6 +26,7 @@ from pytest_minix.guest.vm import VM
 from pytest_minix.measure.measurement import Conditions, Measurement
 from pytest_minix.qemu.binary import qemu_version
 from pytest_minix.qemu.console import Line
+from pytest_minix.version import harness_version
 
 Kind = Literal["timing", "count", "size", "address", "flag", "ratio"]
 
@@ -77,13 +78,6 @@ def metric_units() -> dict[str, str]:
 
 
 # -- conditions -------------------------------------------------------------------------------
-def harness_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pytest-minix")
-    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
-        return "unknown"
 
 
 def conditions_of(vm: VM, image_sha256: str = "") -> Conditions:

@@ -74,6 +74,40 @@ def sha256_file(path: Path) -> str:
     return _hashes[key]
 
 
+HASH_MEMO = "sha256-memo.json"
+
+
+def sha256_remembered(path: Path, memo: Path | None = None) -> str:
+    """SHA-256 of a file, remembered across sessions while its inode, size and mtime stay the same.
+
+    For keys that must be computed at every session start (the boot cache's): hashing a 2 GB
+    disk image takes seconds, a ``stat`` does not. Like ``make`` and git's index, it trusts the
+    mtime: an image rewritten in place with its old mtime restored would go unnoticed.
+    """
+    memo = memo or cache_root() / HASH_MEMO
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
+    with filelock.FileLock(str(memo) + ".lock", timeout=60):
+        try:
+            known = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if not isinstance(known, dict):
+            known = {}
+        digest = known.get(key)
+        if isinstance(digest, str) and len(digest) == 64:
+            return digest
+        digest = sha256_file(path)
+        # One line per file: a file's older versions are dropped.
+        prefix = f"{path.resolve()}|"
+        known = {k: v for k, v in known.items() if not k.startswith(prefix)}
+        known[key] = digest
+        tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
+        os.replace(tmp, memo)
+        return digest
+
+
 def _stderr(message: str) -> None:
     print(f"pytest-minix: {message}", file=sys.stderr, flush=True)
 

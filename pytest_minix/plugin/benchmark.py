@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 
 from pytest_minix.measure.measurement import Conditions, Measurement
-from pytest_minix.measure.registry import harness_version
 from pytest_minix.qemu.binary import qemu_version
+from pytest_minix.version import harness_version
 
 BENCHMARK_BOOT_ROUNDS = 5
 

@@ -24,7 +24,7 @@ import pytest
 from pytest_minix.errors import GuestUnavailable, HarnessError
 from pytest_minix.guest.pool import VMPool
 from pytest_minix.measure.measurement import Measurement
-from pytest_minix.measure.registry import METRICS, harness_version, metric_units
+from pytest_minix.measure.registry import METRICS, metric_units
 from pytest_minix.paths import claims_dir
 from pytest_minix.plugin.media import need_media
 from pytest_minix.plugin.options import harness_config
@@ -33,6 +33,7 @@ from pytest_minix.verdicts.claims import Claim, ClaimsError, load_claims, select
 from pytest_minix.verdicts.evaluate import Evaluator
 from pytest_minix.verdicts.report import ClaimsReport, NotRunCause, case_record, report_outcome, verdict_record
 from pytest_minix.verdicts.verdict import Verdict
+from pytest_minix.version import harness_version
 
 VERDICT_PROPERTY = "pytest_minix_verdict"
 # A claim test that ended without a verdict: its not-run or harness-error record (JSON).

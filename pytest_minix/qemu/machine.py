@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pytest_minix.errors import ConfigError, QemuNotFound, VMError
 from pytest_minix.profiles import ArchConfig
+from pytest_minix.qemu import migration
 from pytest_minix.qemu.accel import KVM_FAILURE_SIGNS
 from pytest_minix.qemu.binary import find_qemu
 from pytest_minix.qemu.console import Console
@@ -47,6 +48,18 @@ class MachineSpec:
     # SeaBIOS's debug console (I/O port 0x402) on its own socket: its "Booting from ROM"
     # line marks the end of the firmware stage in the boot timeline (x86 only).
     debugcon: bool = True
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A saved VM to start from instead of booting: its state stream and its disks as they were then.
+
+    ``disks``: placeholder -> a qcow2 layer (over the base image) that becomes the new
+    overlay's backing file; neither it nor the base image is written.
+    """
+
+    state: Path
+    disks: dict[str, Path] = field(default_factory=dict)
 
 
 def make_image(path: Path, size: str) -> None:
@@ -101,17 +114,22 @@ class Machine:
         self.argv: list[str] = []
 
     # -- command line -----------------------------------------------------
-    def build_argv(self) -> list[str]:
+    def build_argv(self, incoming: Incoming | None = None, *, create: bool = True) -> list[str]:
+        """QEMU's command line; with ``create`` (the default) the overlays it names are made too."""
         spec, conf = self.spec, self.spec.config
         files = {k: str(v) for k, v in spec.files.items()}
         for key, base in spec.disks.items():
             overlay = self.dir / f"{key}.qcow2"
-            make_overlay(base, overlay, spec.disk_formats.get(key, "raw"))
+            if create and incoming is not None and key in incoming.disks:
+                make_overlay(incoming.disks[key], overlay, "qcow2")
+            elif create:
+                make_overlay(base, overlay, spec.disk_formats.get(key, "raw"))
             files[key] = str(overlay)
         # Where internal snapshots (savevm) keep the VM state: a drive with no device, so the
         # guest sees no new hardware; a live CD has no writable disk to hold it otherwise.
         vmstate = self.dir / "vmstate.qcow2"
-        make_image(vmstate, "1G")
+        if create:
+            make_image(vmstate, "1G")
 
         def fill(text: str) -> str:
             try:
@@ -164,12 +182,24 @@ class Machine:
         # Guest network is off unless asked for; then user-mode only, no host forwards.
         argv += ["-nic", f"user,model={conf.nic}" if spec.network else "none"]
         argv += list(spec.qemu_args)
+        if incoming is not None:
+            argv += ["-incoming", "defer"]
         return argv
 
+    def identity_argv(self) -> list[str]:
+        """The command line with this run's own paths and name replaced: equal for equal machines."""
+        own = str(self.dir)
+        argv = self.build_argv(create=False)
+        argv[argv.index("-name") + 1] = "<name>"
+        return [a.replace(own, "<run>") for a in argv]
+
     # -- lifecycle --------------------------------------------------------
-    def launch(self) -> None:
-        """Start QEMU paused and connect console and monitor (nothing runs yet)."""
-        self.argv = self.build_argv()
+    def launch(self, incoming: Incoming | None = None) -> None:
+        """Start QEMU paused and connect console and monitor (nothing runs yet).
+
+        With ``incoming``, the saved state is loaded before this returns (still paused).
+        """
+        self.argv = self.build_argv(incoming)
         log.debug("%s: launching %s", self.name, shlex.join(self.argv))
         runtime = Runtime.get()
         with open(self.qemu_log, "wb") as errlog:
@@ -191,6 +221,29 @@ class Machine:
             reason = self.exit_reason() or str(exc)
             self.shutdown()
             raise VMError(f"QEMU did not start: {reason}\nCommand: {' '.join(self.argv)}", self.qemu_log) from None
+        if incoming is not None:
+            try:
+                migration.load(self.qmp, incoming.state, self.exit_reason)
+            except VMError as exc:
+                self.shutdown()
+                raise VMError(f"{exc} (state file {incoming.state})", self.qemu_log) from None
+
+    def save_state(self, into: Path) -> tuple[Path, dict[str, Path]]:
+        """Write the VM's state and a copy of each disk overlay into the directory ``into``, then resume.
+
+        Returns the state file and placeholder -> disk layer. The guest is stopped meanwhile
+        (its clock with it); QEMU has flushed the overlays when the stream completes.
+        """
+        state = into / "vm.state"
+        migration.save(self.qmp, state, self.exit_reason)
+        disks: dict[str, Path] = {}
+        try:
+            for key in self.spec.disks:
+                disks[key] = into / f"disk-{key}.qcow2"
+                shutil.copyfile(self.dir / f"{key}.qcow2", disks[key])
+        finally:
+            self.qmp.execute("cont")  # from QEMU's "postmigrate": disks are reactivated
+        return state, disks
 
     def cont(self) -> float:
         """Resume the VM; the returned host monotonic time is the boot's t0."""

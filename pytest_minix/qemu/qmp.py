@@ -70,6 +70,16 @@ class QMP:
         log.debug("%s: QMP %s %s", self.name, cmd, args or "")
         return self.runtime.run(self._client.execute(cmd, args), timeout)
 
+    def send_fd(self, fdname: str, fd: int, timeout: float = 30.0) -> None:
+        """Hand QEMU an open file descriptor (SCM_RIGHTS + ``getfd``) under ``fdname``."""
+        log.debug("%s: QMP getfd %s", self.name, fdname)
+
+        async def go() -> None:
+            self._client.send_fd_scm(fd)
+            await self._client.execute("getfd", {"fdname": fdname})
+
+        self.runtime.run(go(), timeout)
+
     def hmp(self, command: str, timeout: float = 30.0) -> str:
         """Run a human monitor command (``info registers``...) and return its text."""
         return str(self.execute("human-monitor-command", {"command-line": command}, timeout))

@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,  # the exceptions every layer raises
     "paths": 0,  # cache and shipped-data locations
     "profiles": 0,  # guest definitions (vm/*.toml)
+    "version": 0,  # the harness version
     "qemu": 1,
     "media": 1,
     "guest": 2,
