@@ -56,6 +56,7 @@ EXIT_CODES: list[tuple[str, str, str]] = [
     ("fetch", "2", "error: unknown release, checksum mismatch, the cache not writable"),
     ("fetch", "3", "unavailable: not cached and downloads are off, or the download failed"),
     ("images", "0", "listed or pruned"),
+    ("states", "0", "listed or pruned"),
     ("verify", "0", "the image matches its record and pin"),
     ("verify", "1", "the image does not match, is not cached or cannot be read"),
     ("verify", "2", "error: unknown release, a malformed --sha256"),
@@ -152,6 +153,36 @@ def cmd_images(args: argparse.Namespace) -> int:
             print(f"{r['release']:<10} {size}  sha256 {r['sha256']} ({pinned})  {r['path']}")
     known = ", ".join(f"{n}{' (default)' if n == manifest.default else ''}" for n in sorted(manifest.releases))
     print(f"known releases: {known}")
+    return 0
+
+
+def cmd_states(args: argparse.Namespace) -> int:
+    import time
+
+    from pytest_minix.guest.bootcache import BootCache, SavedState
+
+    cache = BootCache()
+    if args.prune or args.all:
+        removed = cache.prune(everything=args.all)
+        for p in removed:
+            print(f"removed {p}")
+        print(f"{len(removed)} saved state(s) removed from {cache.root}")
+        return 0
+    entries = cache.entries()
+    if not entries:
+        print(f"no saved VM states in {cache.root} (a session saves one after its first cold boot)")
+    total = 0
+    for e in entries:
+        if not isinstance(e, SavedState):
+            print(f"{'?':<12}  incomplete or unreadable (removed by --prune)  {e}")
+            continue
+        total += e.size
+        age = (time.time() - e.saved_at) / 3600
+        stale = cache.stale(e)
+        why = f"  STALE: {stale} (removed by --prune)" if stale else ""
+        print(f"{e.key[:12]}  {e.size / 2**20:7.1f} MiB  {age:6.1f} h old  {e.describe()}{why}")
+    if total:
+        print(f"{total / 2**20:.1f} MiB in {cache.root}")
     return 0
 
 
@@ -427,6 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--all", action="store_true", help="with --prune: remove every cached image and boot set")
     i.set_defaults(func=cmd_images)
+
+    st = command(
+        "states",
+        "list the boot cache: logged-in VMs saved after a cold boot, from which later sessions start warm",
+    )
+    st.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove incomplete entries and those no session can use any more (another harness version, "
+        "a changed QEMU, a missing image)",
+    )
+    st.add_argument("--all", action="store_true", help="remove every saved state")
+    st.set_defaults(func=cmd_states)
 
     f = command("fetch", "download, decompress and record (or verify) a MINIX release image")
     f.add_argument("release", nargs="?", default=None, help="release name (default: the manifest's default)")

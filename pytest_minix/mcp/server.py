@@ -58,6 +58,7 @@ def serve(args: argparse.Namespace) -> int:
             minix=src,
             claim_files=[Path(p).resolve() for p in args.claims],
             emulation_factor=args.emulation_factor,
+            warm_start=not args.cold_boot,
         )
     except HarnessError as exc:
         print(f"pytest-minix mcp: {exc}", file=sys.stderr)
@@ -117,6 +118,12 @@ def add_parser(sub: Any) -> None:
         type=_seconds,
         default=1800.0,
         help="default deadline of profile_boot and check_claims, seconds (default 1800)",
+    )
+    p.add_argument(
+        "--minix-cold-boot",
+        dest="cold_boot",
+        action="store_true",
+        help="boot every VM: do not start from, nor save in, the boot cache",
     )
     add_source_options(p)
     p.set_defaults(func=serve)

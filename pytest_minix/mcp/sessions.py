@@ -106,6 +106,7 @@ class Session:
             "arch": self.arch,
             "accel": self.vm.accel,
             "memory_mib": self.vm.machine.spec.memory,
+            "started": "warm" if self.vm.warm else "cold",
             "qemu_pid": self.vm.machine.pid,
             "serial_log": str(self.serial_log),
             "snapshots": self.vm.snapshots,
@@ -131,6 +132,7 @@ class SessionManager:
         minix: MinixSource | None = None,
         claim_files: Sequence[Path] = (),
         emulation_factor: float = 30.0,
+        warm_start: bool = True,
     ) -> None:
         self.log_dir = log_dir
         self.accel = accel
@@ -138,6 +140,7 @@ class SessionManager:
         self.minix = minix or MinixSource()
         self.claim_files = [*sorted(claims_dir().glob("*.toml")), *claim_files]
         self.emulation_factor = emulation_factor
+        self.warm_start = warm_start
         self._pools: dict[str, VMPool] = {}
         self._temp_pools: dict[str, VMPool] = {}
         self._sessions: dict[str, Session] = {}
@@ -182,7 +185,12 @@ class SessionManager:
         profile = load_profile(guest)
         profile.arch(arch)  # ConfigError naming the valid arches
         return HarnessConfig(
-            guest=guest, arches=tuple(sorted(profile.arches)), accel=self.accel, log_dir=self.log_dir, minix=self.minix
+            guest=guest,
+            arches=tuple(sorted(profile.arches)),
+            accel=self.accel,
+            log_dir=self.log_dir,
+            minix=self.minix,
+            warm_start=self.warm_start,
         )
 
     def _pool(self, guest: str, arch: str) -> VMPool:
@@ -233,11 +241,11 @@ class SessionManager:
         raise SessionError(f"No session {session_id!r} was started by this server.")
 
     def boot(self, guest: str, arch: str, memory: int | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """Boot a VM to its shell; the session holds one VM slot until shutdown."""
+        """A VM at its shell (from the boot cache when it has this machine); one VM slot until shutdown."""
         pool = self._pool(guest, arch)
         self._take(1, f"boot {guest} {arch}")
         try:
-            vm = pool.boot(arch, VMOptions(memory=memory, boot_timeout=timeout))
+            vm = pool.boot(arch, VMOptions(memory=memory, boot_timeout=timeout), warm=True)
         except BaseException:
             self._give(1)
             raise
@@ -247,6 +255,9 @@ class SessionManager:
             if self._closed:  # closed while booting: do not leave it running
                 self._end(s)
                 raise SessionError("The server shut down while the VM was booting.")
+        if vm.warm is not None:
+            # Started from a saved state: no boot happened, so there is no timeline to show.
+            return {**s.describe(), "boot_seconds": None, "start_seconds": round(vm.warm.seconds, 3)}
         shell = vm.timeline.get("shell")
         return {**s.describe(), "boot_seconds": round(shell.t, 3) if shell else None, **timeline_dict(vm.timeline)}
 

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from pytest_minix.measure.measurement import Conditions, Measurement
+from pytest_minix.plugin.pools import vm_starts
 from pytest_minix.qemu.binary import qemu_version
 from pytest_minix.version import harness_version
 
@@ -326,6 +327,9 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "accel_requested": config.getoption("minix_accel", None) or config.getini("minix_accel") or "auto",
         "conditions": conditions,
         "qemu": qemus,
+        # Shared VMs started from the boot cache are "warm"; boot benchmarks time their own cold boots.
+        "vm_starts": vm_starts(config),
+        "warm_start": any(s.get("how") == "warm" for s in vm_starts(config)),
     }
 
 

@@ -28,6 +28,7 @@ from pytest_minix.measure.registry import METRICS, metric_units
 from pytest_minix.paths import claims_dir
 from pytest_minix.plugin.media import need_media
 from pytest_minix.plugin.options import harness_config
+from pytest_minix.plugin.pools import vm_starts
 from pytest_minix.plugin.progress import Progress
 from pytest_minix.verdicts.claims import Claim, ClaimsError, load_claims, select_claims
 from pytest_minix.verdicts.evaluate import Evaluator
@@ -482,6 +483,8 @@ class ReportCollector:
             "allow_not_run": s.allow_not_run,
             "claims_files": [str(p) for p in claim_files(self.config)],
             "args": list(self.config.invocation_params.args),
+            # Whether the shared VMs booted or started from the boot cache (boot metrics always boot).
+            "vm_starts": vm_starts(self.config),
         }
         if exit_status is not None:
             meta["exit_status"] = exit_status

@@ -25,6 +25,7 @@ from pytest_minix.guest.pool import HarnessConfig, VMOptions, VMPool
 from pytest_minix.guest.vm import VM
 from pytest_minix.plugin.media import need_media
 from pytest_minix.plugin.options import FLAGS, OPTIONS, check_minix, harness_config, ini_type, setting
+from pytest_minix.plugin.pools import POOLS, RECORDER, StartRecorder, describe_start, vm_starts
 from pytest_minix.profiles import expand_arch, load_profile
 from pytest_minix.qemu.accel import AccelChooser
 
@@ -51,7 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "vm(memory=None, boot_args='', qemu_args=(), boot_timeout=None): give this test its own VM with these settings",
     )
-    config.stash[_POOLS] = []
+    config.stash[POOLS] = []
+    config.stash[RECORDER] = StartRecorder(config)
+    config.pluginmanager.register(config.stash[RECORDER], "pytest-minix-vm-starts")
     # Bad options fail the session at start, not as one error per test.
     settings = harness_config(config, Path("vm-logs"))
     try:
@@ -115,8 +118,6 @@ class SignalGuard:
 
 SIGNALS = SignalGuard()
 
-_POOLS = pytest.StashKey[list[VMPool]]()
-
 
 def _close_pool(pool: VMPool) -> None:
     try:
@@ -126,7 +127,7 @@ def _close_pool(pool: VMPool) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for pool in config.stash.get(_POOLS, []):
+    for pool in config.stash.get(POOLS, []):
         _close_pool(pool)
 
 
@@ -151,7 +152,7 @@ def vm_pool(pytestconfig: pytest.Config, minix_config: HarnessConfig) -> Iterato
         pool = VMPool(minix_config)
     except HarnessError as exc:
         raise pytest.UsageError(str(exc)) from None
-    pytestconfig.stash[_POOLS].append(pool)
+    pytestconfig.stash[POOLS].append(pool)
     SIGNALS.acquire(pool)  # SIGTERM tears the VMs down from now on, until the pool closes
     try:
         yield pool
@@ -245,7 +246,7 @@ def _timeline_png(vm: VM) -> Path | None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    pools = config.stash.get(_POOLS, [])
+    pools = config.stash.get(POOLS, [])
     tr = terminalreporter
     missing = {reason for pool in pools for reason in pool.unavailable().values()}
     if missing:
@@ -253,9 +254,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for reason in sorted(missing):
             tr.write_line(reason)
     boots = [vm for pool in pools for vm in pool.boots]
-    if not boots:
+    starts = vm_starts(config)
+    if not boots and not starts:
         return
     tr.section("pytest-minix VMs")
+    for start in starts:
+        tr.write_line(describe_start(start))
     for vm in boots:
         tl = vm.boot.timeline if vm.boot else None
         login = f"login prompt at {vm.boot.login_prompt:.2f} s" if vm.boot else "did not boot"

@@ -46,6 +46,11 @@ OPTIONS: list[tuple[str, str, str, Any]] = [
 FLAGS: list[tuple[str, str, str]] = [
     ("--minix-network", "minix_network", "give guests a user-mode NIC (no host port forwards); off by default"),
     ("--minix-offline", "minix_offline", f"never download images (also: ${OFFLINE_ENV}=1)"),
+    (
+        "--minix-cold-boot",
+        "minix_cold_boot",
+        "boot every VM: do not start shared VMs from, nor save them in, the boot cache (pytest-minix states lists it)",
+    ),
 ]
 
 # Numbers: ini name -> (pytest ini type, what the value must be, an example value).
@@ -169,6 +174,7 @@ def harness_config(config: pytest.Config, log_dir: Path) -> HarnessConfig:
         qemu_binaries={a: str(b) for a in ARCHES if (b := setting(config, f"minix_qemu_{a}", ""))},
         network=flag(config, "minix_network"),
         minix=minix,
+        warm_start=not flag(config, "minix_cold_boot"),
     )
 
 

@@ -366,6 +366,16 @@ class ClaimsReport:
             rows.append(("accelerator", f"requested {m['accel_requested']}; nothing was measured"))
         if m.get("emulation_factor") is not None:
             rows.append(("emulation factor", f"{m['emulation_factor']:g} (timing claims measured under TCG)"))
+        starts = m.get("vm_starts") or []
+        if starts:
+            warm = [f"{d['guest']} {d['arch']}" for d in starts if d.get("how") == "warm"]
+            text = (
+                f"{len(warm)} of {len(starts)} started warm from the boot cache ({', '.join(dict.fromkeys(warm))}); "
+                "boot claims timed cold boots of their own"
+                if warm
+                else f"all {len(starts)} booted cold"
+            )
+            rows.append(("shared VMs", text))
         if m.get("exit_status") is not None:
             rows.append(("exit status", str(m["exit_status"])))
         return rows

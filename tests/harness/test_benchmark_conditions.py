@@ -67,6 +67,9 @@ def run(
     *args: str,
     qemu: str = "7.2.22",
 ) -> pytest.RunResult:
+    # Run under xdist, the child would see the worker's variables and pytest-benchmark would turn itself off.
+    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FAKE_ACCEL", accel)
     monkeypatch.setenv("FAKE_QEMU", qemu)
     monkeypatch.setenv("FAKE_SAMPLES", ",".join(map(str, samples)))
