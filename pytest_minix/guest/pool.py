@@ -96,6 +96,7 @@ class VMPool:
         self.accel = AccelChooser(config.accel, KvmMemory() if config.remember_kvm else None)
         self.state = StateDir()
         self._vms: dict[str, VM] = {}
+        self._booted: dict[str, VM] = {}  # per arch, a VM booted for its timeline when the shared one started warm
         self._all: list[VM] = []
         self._counter = itertools.count(1)
         self._lock = threading.RLock()
@@ -160,6 +161,19 @@ class VMPool:
                 vm = self.boot(arch, warm=True)
                 self._vms[arch] = vm
             return vm
+
+    def booted(self, arch: str) -> VM:
+        """A VM that booted in this session (its timeline is real): the shared VM if it booted, else one booted now."""
+        with self._lock:
+            vm = self.get(arch)
+            if vm.boot is not None:
+                return vm
+            cold = self._booted.get(arch)
+            if cold is None or cold.broken:
+                if cold is not None:
+                    cold.shutdown()
+                cold = self._booted[arch] = self.boot(arch)
+            return cold
 
     def spec(self, arch: str, options: VMOptions | None = None) -> MachineSpec:
         """The machine to start for ``arch``: profile, boot media, accelerator and overrides."""
@@ -353,4 +367,5 @@ class VMPool:
                 except Exception:  # noqa: BLE001 - best effort: every VM must go
                     continue
             self._vms.clear()
+            self._booted.clear()
             self.state.remove()

@@ -75,7 +75,13 @@ class VM:
 
     @property
     def timeline(self) -> Timeline:
-        assert self.boot is not None, "the VM has not booted"
+        """The boot's milestones; a VM started from the boot cache never booted, so it has none."""
+        if self.boot is None:
+            how = "started from a saved state (the boot cache)" if self.warm else "has not booted"
+            raise VMError(
+                f"VM {self.machine.name} {how}, so it has no boot timeline. A test that reads the timeline "
+                "takes the booted_guest fixture (a VM that booted in this session), or run with --minix-cold-boot."
+            )
         return self.boot.timeline
 
     @property

@@ -132,7 +132,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    for name in ("guest", "fresh_guest"):
+    for name in ("guest", "fresh_guest", "booted_guest"):
         if name in metafunc.fixturenames:
             arches = list(expand_arch(str(setting(metafunc.config, "minix_arch", "i386"))))
             metafunc.parametrize(name, arches, indirect=True, ids=arches)
@@ -186,6 +186,20 @@ def guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
 
 
 _VM = pytest.StashKey[VM]()
+
+
+@pytest.fixture
+def booted_guest(request: pytest.FixtureRequest, vm_pool: VMPool) -> Iterator[VM]:
+    """Like ``guest``, but one that booted in this session, so its ``timeline`` is real.
+
+    The shared VM when it booted; when it started from the boot cache, a second VM booted
+    once per session for the tests that read a boot.
+    """
+    arch = getattr(request, "param", vm_pool.config.arches[0])
+    need_media(request, vm_pool, arch)
+    vm = vm_pool.booted(arch)
+    request.node.stash[_VM] = vm
+    yield vm
 
 
 @pytest.fixture

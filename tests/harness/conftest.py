@@ -48,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 # Fixtures that boot a guest or hand out a pool that does (the plugin's, pytest_minix.plugin).
 QEMU_FIXTURES = frozenset(
-    {"vm_pool", "minix_config", "guest", "fresh_guest", "minix_host", "claim_verdict", "minix_measure"}
+    {"vm_pool", "minix_config", "guest", "fresh_guest", "booted_guest", "minix_host", "claim_verdict", "minix_measure"}
 )
 
 

@@ -16,7 +16,8 @@ from pytest_minix.guest.pool import VMPool
 from pytest_minix.guest.shell import parse_od
 
 
-def test_login_gives_root_shell(guest: VM) -> None:
+def test_login_gives_root_shell(booted_guest: VM) -> None:
+    guest = booted_guest
     r = guest.shell.run("id -u; uname -s")
     assert r.status == 0
     assert r.stdout.split() == ["0", guest.profile.uname_s]
@@ -107,7 +108,8 @@ def test_guest_disk_writes_never_reach_base_image(guest: VM) -> None:
     assert os.access(guest.machine.dir, os.F_OK)
 
 
-def test_qmp_and_timeline(guest: VM) -> None:
+def test_qmp_and_timeline(booted_guest: VM) -> None:
+    guest = booted_guest
     status = guest.qmp.execute("query-status")
     assert status["status"] == "running"
     names = [m.name for m in guest.timeline.milestones]

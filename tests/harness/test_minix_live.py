@@ -66,7 +66,7 @@ def test_live_cd_boots_from_the_cd_it_was_given(tmp_path: Path) -> None:
     """The path every user takes: kernel and modules read out of the CD (mixed Rock Ridge), root found on it."""
     pool = _pool(tmp_path, MinixSource(image=Path(str(ISO))))
     try:
-        vm = pool.get("i386")
+        vm = pool.booted("i386")  # a real boot of the CD, also when the shared VM starts from the boot cache
         assert vm.shell.run("uname -sr").stdout == "Minix 3.4.0\n"
         assert vm.shell.run("mount | head -n 1").stdout.split()[2:4] == ["/", "type"]
         assert "isofs" in vm.shell.run("mount | head -n 1").stdout  # root is the CD itself

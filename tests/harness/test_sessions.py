@@ -131,7 +131,7 @@ def test_html_report_carries_serial_log_and_timeline(pytester: pytest.Pytester) 
     pytest.importorskip("matplotlib")
     pytester.makepyfile(test_inner=INNER)
     result = pytester.runpytest_subprocess(
-        *ARGS, "--arch=i386", "--minix-accel=tcg", "--html=report.html", "--self-contained-html"
+        *ARGS, "--arch=i386", "--minix-accel=tcg", "--minix-cold-boot", "--html=report.html", "--self-contained-html"
     )
     result.assert_outcomes(passed=1)
     html = (pytester.path / "report.html").read_text()
