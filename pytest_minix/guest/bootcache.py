@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -162,7 +163,12 @@ class BootCache:
         path = self.root / key.digest
         if not path.is_dir():
             return None
-        entry = self._read(path)
+        try:
+            entry = self._read(path)
+        except BadState:
+            if not path.is_dir():
+                return None  # removed by another session meanwhile: not ours to judge
+            raise
         if entry.meta.get("parts") != key.parts:
             raise BadState(f"saved state {path} was made from something else than its name says")
         self.verify(entry)
@@ -263,7 +269,7 @@ class BootCache:
     def remove(self, entry: SavedState | Path) -> None:
         """Remove one entry (renamed away first, so no reader sees it half deleted)."""
         path = entry.path if isinstance(entry, SavedState) else entry
-        trash = path.with_name(f"{TRASH_PREFIX}{os.getpid()}-{path.name.lstrip('.')}")
+        trash = path.with_name(f"{TRASH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name.lstrip('.')}")
         with self._lock(), contextlib.suppress(FileNotFoundError):
             os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
@@ -299,8 +305,11 @@ class BootCache:
                 path = e.path
             else:
                 path = e
-                if path.name.startswith(TMP_PREFIX) and now - path.stat().st_mtime < STALE_TMP:
-                    continue  # being written right now
+                try:
+                    if path.name.startswith(TMP_PREFIX) and now - path.stat().st_mtime < STALE_TMP:
+                        continue  # being written right now
+                except FileNotFoundError:
+                    continue  # renamed into place (or removed) since the listing
             self.remove(path)
             removed.append(path)
         return removed

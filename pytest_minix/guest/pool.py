@@ -268,14 +268,14 @@ class VMPool:
             key = state_key(vm.machine, self.profile)
             entry = self.cache.lookup(key)
         except BadState as exc:
-            vm.shutdown()
+            self._discard(vm)
             self.cache.remove(self.cache.root / key.digest)
             return None, self._warn(f"{exc}; it was removed and the guest booted instead (a new state is saved)")
         except (OSError, HarnessError) as exc:
-            vm.shutdown()
+            self._discard(vm)
             return None, self._warn(f"the boot cache could not be read ({exc}); the guest booted instead")
         if entry is None:
-            vm.shutdown()
+            self._discard(vm)
             log.info("no saved state for %s %s (key %s): booting", self.profile.name, spec.arch, key.digest[:12])
             return None, "no saved state for this machine yet"
         try:
@@ -294,6 +294,13 @@ class VMPool:
             )
         )
         return vm, ""
+
+    def _discard(self, vm: VM) -> None:
+        """Forget a VM that was created to compute its key and never launched."""
+        vm.shutdown()
+        with self._lock:
+            self._all.remove(vm)
+            self._machines.remove(vm.machine)
 
     def _save(self, vm: VM) -> tuple[str, str]:
         """Save a just-booted shared VM in the boot cache: (entry key or "", why not)."""

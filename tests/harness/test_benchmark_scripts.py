@@ -31,6 +31,7 @@ EXPECTED_KEYS = {
     "console_flood.py": {*BASE_KEYS, "rows"},
     "harness_overhead.py": {*BASE_KEYS, "summary", "boot_rounds", "rtt"},
     "scale.py": {*BASE_KEYS, "memory", "restore", "xdist", "startup"},
+    "warm_start.py": {*BASE_KEYS, "summary", "runs"},
 }
 # Per script; a smoke run takes 1-90 s on a 2-CPU host under TCG.
 TIMEOUT = 420.0

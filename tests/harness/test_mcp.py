@@ -125,7 +125,8 @@ def arch(pytestconfig: pytest.Config) -> str:
 
 
 async def _tools(tmp_path: Path, arch: str) -> None:
-    async with _client(tmp_path) as c:
+    # A cold boot, so that boot returns a timeline (a warm start has none: test_warm_start.py).
+    async with _client(tmp_path, "--minix-cold-boot") as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
         assert set(tools) == TOOLS
         assert tools["run"].input_schema["properties"]["timeout"]["exclusiveMinimum"] == 0
