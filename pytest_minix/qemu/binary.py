@@ -1,17 +1,53 @@
 """What a QEMU binary is and offers: where it is, its version, its machine types and devices.
 
 Each answer is asked of the binary itself (``--version``, ``-machine help``, ``-device
-help``) once per process, so a guest the binary cannot run is refused before any boot.
+help``), so a guest the binary cannot run is refused before any boot. The answers are kept
+per process and, keyed by the binary's path, size and mtime, in the cache
+(``qemu-answers.json``): three QEMU runs cost ~0.1 s of every session's and worker's start.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
 import shutil
 import subprocess
 
 from pytest_minix.errors import ConfigError, QemuNotFound
+from pytest_minix.paths import cache_root
+
+ANSWERS = "qemu-answers.json"
+
+
+def _ask(qemu: str, *args: str) -> str:
+    """What ``qemu args...`` prints on stdout, remembered while the binary is unchanged."""
+    real = os.path.realpath(qemu)
+    st = os.stat(real)
+    key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{' '.join(args)}"
+    memo = cache_root() / ANSWERS
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), str):
+        return str(known[key])
+    proc = subprocess.run([qemu, *args], capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        return proc.stdout  # not remembered: a broken binary is asked again next time
+    suffix = f"|{' '.join(args)}"
+    known = {k: v for k, v in known.items() if not (k.startswith(f"{real}|") and k.endswith(suffix))}
+    known[key] = out = proc.stdout
+    tmp = memo.with_name(f"{ANSWERS}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, memo)  # whole or not at all; two writers write the same answers
+    except OSError:
+        pass
+    return out
 
 
 def find_qemu(binary: str, arch: str) -> str:
@@ -30,8 +66,8 @@ def find_qemu(binary: str, arch: str) -> str:
 def _help_names(qemu: str, option: str) -> frozenset[str]:
     """The names ``qemu <option> help`` lists (``-machine``: first word of each line; ``-device``: quoted names)."""
     try:
-        out = subprocess.run([qemu, option, "help"], capture_output=True, text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        out = _ask(qemu, option, "help")
+    except (OSError, subprocess.SubprocessError) as exc:
         raise QemuNotFound(f"{qemu} {option} help failed ({exc}); is this a working QEMU binary?") from None
     if option == "-device":
         return frozenset(re.findall(r'^name "([^"]+)"', out, re.MULTILINE))
@@ -64,8 +100,8 @@ def check_devices(qemu: str, devices: tuple[str, ...], guest: str) -> None:
 def qemu_version(binary: str) -> str:
     """The version ``binary --version`` prints, or "" when it cannot be run."""
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        out = _ask(binary, "--version")
+    except (OSError, subprocess.SubprocessError):
         return ""
     m = re.search(r"version (\S+)", out)
     return m.group(1) if m else ""

@@ -75,4 +75,4 @@ def _wait(qmp: QMP, exited: Callable[[], str | None], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise VMError(f"{what.capitalize()} took more than {timeout:.0f} s (migration status {status!r}).")
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 2, 0.01)  # a load takes ~0.1 s: coarser polling would add tens of ms
