@@ -53,19 +53,18 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scale import Cleanup, run_child, stats
 from scale import host_info as scale_host_info
+from scale import log_directory as work_directory
 
 from pytest_minix.guest.bootcache import META, BootCache
 from pytest_minix.paths import CACHE_ENV, cache_root
@@ -482,19 +481,6 @@ def print_report(summary: dict[str, dict[str, Any]], rounds: int, cache: Path) -
 
 
 # -- main ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def work_directory(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    tmp = tempfile.mkdtemp(prefix="pm-warm-start-")
-    try:
-        yield Path(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 DEFAULTS: dict[str, Any] = {"rounds": 5, "arch": ["i386", "arm"]}

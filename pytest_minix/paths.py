@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -20,6 +22,22 @@ def cache_root() -> Path:
     root = Path(override) if override else Path(platformdirs.user_cache_dir("pytest-minix"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def read_memo(path: Path) -> dict[str, Any]:
+    """A JSON object kept in the cache (remembered answers); empty when missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_memo(path: Path, data: dict[str, Any]) -> None:
+    """Replace a memo whole (write aside, then rename): a reader never sees half of one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _shipped(name: str, probe: str, what: str) -> Path:

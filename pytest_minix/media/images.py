@@ -32,7 +32,7 @@ import filelock
 from pytest_minix.errors import ConfigError, DownloadError, GuestUnavailable, ImageError
 from pytest_minix.media.iso import BootSet, extract_boot, image_kind
 from pytest_minix.media.releases import Release, check_sha256
-from pytest_minix.paths import CACHE_ENV, cache_root
+from pytest_minix.paths import CACHE_ENV, cache_root, read_memo, write_memo
 
 OFFLINE_ENV = "PYTEST_MINIX_OFFLINE"
 RECORD = "record.json"
@@ -88,12 +88,7 @@ def sha256_remembered(path: Path, memo: Path | None = None) -> str:
     st = path.stat()
     key = f"{path.resolve()}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}"
     with filelock.FileLock(str(memo) + ".lock", timeout=60):
-        try:
-            known = json.loads(memo.read_text())
-        except (OSError, ValueError):
-            known = {}
-        if not isinstance(known, dict):
-            known = {}
+        known = read_memo(memo)
         digest = known.get(key)
         if isinstance(digest, str) and len(digest) == 64:
             return digest
@@ -102,9 +97,7 @@ def sha256_remembered(path: Path, memo: Path | None = None) -> str:
         prefix = f"{path.resolve()}|"
         known = {k: v for k, v in known.items() if not k.startswith(prefix)}
         known[key] = digest
-        tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
-        os.replace(tmp, memo)
+        write_memo(memo, known)
         return digest
 
 

@@ -8,15 +8,15 @@ per process and, keyed by the binary's path, size and mtime, in the cache
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import os
 import re
 import shutil
 import subprocess
 
 from pytest_minix.errors import ConfigError, QemuNotFound
-from pytest_minix.paths import cache_root
+from pytest_minix.paths import cache_root, read_memo, write_memo
 
 ANSWERS = "qemu-answers.json"
 
@@ -27,12 +27,7 @@ def _ask(qemu: str, *args: str) -> str:
     st = os.stat(real)
     key = f"{real}|{st.st_size}|{st.st_mtime_ns}|{' '.join(args)}"
     memo = cache_root() / ANSWERS
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
+    known = read_memo(memo)
     if isinstance(known.get(key), str):
         return str(known[key])
     proc = subprocess.run([qemu, *args], capture_output=True, text=True, timeout=30, check=False)
@@ -41,12 +36,8 @@ def _ask(qemu: str, *args: str) -> str:
     suffix = f"|{' '.join(args)}"
     known = {k: v for k, v in known.items() if not (k.startswith(f"{real}|") and k.endswith(suffix))}
     known[key] = out = proc.stdout
-    tmp = memo.with_name(f"{ANSWERS}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)  # whole or not at all; two writers write the same answers
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # two writers write the same answers: either one will do
+        write_memo(memo, known)
     return out
 
 

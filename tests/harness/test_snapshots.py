@@ -64,7 +64,7 @@ def test_restore_is_much_faster_than_a_boot(fresh_guest: VM, vm_pool: VMPool) ->
 def test_restore_without_a_snapshot_is_an_error(vm_pool) -> None:
     from pytest_minix.errors import ConfigError
 
-    vm = vm_pool.boot(vm_pool.config.arches[0])
+    vm = vm_pool.boot(vm_pool.config.arches[0], warm=True)  # a VM of its own; no boot needed
     try:
         with pytest.raises(ConfigError, match=r"No snapshot named 'pm-fresh'.*saved: none"):
             vm.restore_snapshot()
