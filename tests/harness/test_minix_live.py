@@ -138,3 +138,42 @@ def test_a_starved_boot_stalls_and_says_so(disk_pool: VMPool) -> None:
     assert outcome in ("out of memory", "stalled", "panic", "nothing printed"), (outcome, why)
     if outcome in ("out of memory", "stalled"):
         assert isinstance(exc.value, BootStalled)
+
+
+@needs_disk
+def test_minix_starts_warm_from_the_boot_cache_clean_and_on_time(tmp_path: Path) -> None:
+    """A second pool starts MINIX from the state the first saved: no boot, the same clean guest, the clock set."""
+    src = MinixSource(image=Path(str(DISK)), boot_dir=Path(str(BOOT_DIR)))
+    states = tmp_path / "states"
+
+    def pool(name: str) -> VMPool:
+        return VMPool(
+            HarnessConfig(
+                guest="minix", arches=("i386",), accel="tcg", log_dir=tmp_path / name, minix=src, boot_cache=states
+            )
+        )
+
+    first = pool("first")
+    try:
+        vm = first.get("i386")
+        assert [s.how for s in first.starts] == ["cold"] and first.starts[0].state
+        vm.shell.run("echo dirty > /root/pm-warm-dirt").check()  # after the save: must not come back
+    finally:
+        first.close()
+    time.sleep(3)  # the saved guest clock stands still meanwhile
+    second = pool("second")
+    try:
+        vm = second.get("i386")
+        (start,) = second.starts
+        assert start.how == "warm" and second.boots == [] and vm.boot is None
+        assert start.clock_lag >= 3
+        assert vm.shell.run("uname -sr").stdout == "Minix 3.4.0\n"
+        assert vm.shell.run("test -e /root/pm-warm-dirt").status == 1
+        guest_now = int(vm.shell.run("date +%s").stdout)
+        assert abs(guest_now - time.time()) < 3  # set from the host's clock (1 s resolution)
+        log = vm.log_path.read_text(errors="replace")
+        assert "login:" not in log and "MINIX 3" not in log  # no boot on this console
+        # Its own disk overlay is writable and backed by the saved layer, which stays unchanged.
+        vm.shell.run("echo new > /root/pm-warm-new && sync").check()
+    finally:
+        second.close()
