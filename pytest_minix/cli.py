@@ -130,17 +130,21 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return ImageStore(progress=None, timeout=getattr(args, "timeout", 30.0), retries=getattr(args, "retries", 3))
 
 
+def _report_removed(removed: list[Path], what: str, where: Path) -> int:
+    """What a prune removed, one line each, then the count (exit status 0)."""
+    for p in removed:
+        print(f"removed {p}")
+    print(f"{len(removed)} {what} removed from {where}")
+    return 0
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from pytest_minix.media.releases import load_manifest
 
     store = _store(args)
     manifest = load_manifest()
     if args.prune or args.all:
-        removed = store.prune(set(manifest.releases), everything=args.all)
-        for p in removed:
-            print(f"removed {p}")
-        print(f"{len(removed)} item(s) removed from {store.root.parent}")
-        return 0
+        return _report_removed(store.prune(set(manifest.releases), everything=args.all), "item(s)", store.root.parent)
     rows = store.cached()
     if not rows:
         print(f"no MINIX images cached in {store.root} (fetch one with `pytest-minix fetch`)")
@@ -163,11 +167,7 @@ def cmd_states(args: argparse.Namespace) -> int:
 
     cache = BootCache()
     if args.prune or args.all:
-        removed = cache.prune(everything=args.all)
-        for p in removed:
-            print(f"removed {p}")
-        print(f"{len(removed)} saved state(s) removed from {cache.root}")
-        return 0
+        return _report_removed(cache.prune(everything=args.all), "saved state(s)", cache.root)
     entries = cache.entries()
     if not entries:
         print(f"no saved VM states in {cache.root} (a session saves one after its first cold boot)")
